@@ -1,0 +1,15 @@
+"""Scikit-learn-compatible meta-learning recommenders for few-shot users."""
+
+from ._base import DivergenceError
+from ._data import ContextColumnsIgnoredWarning
+from .factorization import FactorizationRecommender
+from .maml import MAMLFactorizationRecommender
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ContextColumnsIgnoredWarning",
+    "DivergenceError",
+    "FactorizationRecommender",
+    "MAMLFactorizationRecommender",
+]

@@ -1,0 +1,279 @@
+"""What every recommender of the package shares: id handling, the rating
+log, fold-in, prediction and the fitted attributes of the factorization model."""
+
+import warnings
+from contextlib import contextmanager
+
+import numba
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import _kernels as K
+from ._data import (
+    ContextColumnsIgnoredWarning,
+    RatingLog,
+    Vocabulary,
+    as_2d,
+    check_ids,
+    check_ratings,
+    check_weights,
+    csr_by_user,
+)
+
+
+@contextmanager
+def numba_threads(n_jobs):
+    """Run Numba kernels on ``n_jobs`` threads (None: Numba's default;
+    negative: all cores but ``-n_jobs - 1``), restoring the old count after."""
+    if n_jobs is None:
+        yield
+        return
+    available = numba.config.NUMBA_NUM_THREADS
+    n = n_jobs if n_jobs > 0 else available + 1 + n_jobs
+    previous = numba.get_num_threads()
+    numba.set_num_threads(int(min(max(n, 1), available)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+class DivergenceError(ValueError, FloatingPointError):
+    """Training produced non-finite values (learning rate too large)."""
+
+
+class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
+    """Base class: biased matrix factorization r̂ = μ + b_u + b_i + p_uᵀq_i
+    over an explicit id vocabulary.
+
+    Subclasses implement ``_init_theta``, ``_train`` and ``_solve_users``.
+    The meta-parameter layout is documented in ``sklearn_metarec._kernels``.
+    """
+
+    # ------------------------------------------------------------------
+    # Fitted attributes: views of the private state, so that nothing is
+    # stored twice (and pickles cannot drift apart).
+
+    @property
+    def user_ids_(self):
+        """ndarray of shape (n_users,): raw user id of each row of ``user_factors_``."""
+        return self._user_vocab.ids
+
+    @property
+    def item_ids_(self):
+        """ndarray of shape (n_items,): raw item id of each row of ``item_factors_``."""
+        return self._item_vocab.ids
+
+    @property
+    def global_mean_(self):
+        """float: μ."""
+        return float(self._theta[0])
+
+    @property
+    def item_biases_(self):
+        """ndarray of shape (n_items,): b_i."""
+        return self._unpacked()[1]
+
+    @property
+    def item_factors_(self):
+        """ndarray of shape (n_items, n_factors): q_i."""
+        return self._unpacked()[2]
+
+    @property
+    def user_biases_(self):
+        """ndarray of shape (n_users,): b_u of each known user."""
+        return self._users[:, 0]
+
+    @property
+    def user_factors_(self):
+        """ndarray of shape (n_users, n_factors): p_u of each known user."""
+        return self._users[:, 1:]
+
+    @property
+    def user_bias_prior_(self):
+        """float: the bias b₀ an unknown user gets."""
+        return float(self._theta[1])
+
+    @property
+    def user_factors_prior_(self):
+        """ndarray of shape (n_factors,): the factors p₀ an unknown user gets."""
+        return self._unpacked()[0][1:]
+
+    def _unpacked(self):
+        return K.unpack(self._theta, len(self._item_vocab), self._users.shape[1])
+
+    # ------------------------------------------------------------------
+    # Validation
+
+    def _check_X(self, X, reset):
+        X = as_2d(X)
+        if not reset:  # a column-count mismatch is named as scikit-learn names it
+            validate_data(self, X, reset=False, skip_check_array=True)
+        users, items, n_columns = check_ids(X)
+        if reset:
+            validate_data(self, X, reset=True, skip_check_array=True)
+        if reset and n_columns > 2:
+            warnings.warn(
+                f"X has {n_columns} columns; only the first two (user id, item id) "
+                "are used. Further columns are reserved for context features.",
+                ContextColumnsIgnoredWarning,
+                stacklevel=3,
+            )
+        return users, items
+
+    def _check_ratings(self, X, y, sample_weight, reset):
+        users, items = self._check_X(X, reset)
+        y = check_ratings(y, len(users))
+        w = check_weights(sample_weight, len(users))
+        return users, items, y, w
+
+    # ------------------------------------------------------------------
+    # State
+
+    def _start(self, rng):
+        for name in ("_theta", "_users", "_adam_m", "_adam_v", "loss_curve_"):
+            self.__dict__.pop(name, None)  # a refit starts from scratch
+        self._rng = rng
+        self._user_vocab = Vocabulary("user")
+        self._item_vocab = Vocabulary("item")
+        self._log = RatingLog()
+        self.n_iter_ = 0
+
+    def _add_ratings(self, users, items, y, w, new_items):
+        """Encode and log ratings, growing the vocabularies and parameters.
+
+        New items get zero parameters (``new_items="zeros"``, which predicts
+        exactly as an unknown item does) or a random start for training.
+        Returns the codes of the users touched and the coded ratings.
+        """
+        n_users_old = len(self._user_vocab)
+        n_items_old = len(self._item_vocab)
+        saved = dict(vars(self._user_vocab))
+        u, _ = self._user_vocab.extend(users)
+        try:
+            i, n_new_items = self._item_vocab.extend(items)
+        except TypeError:  # leave the estimator as it was
+            vars(self._user_vocab).update(saved)
+            raise
+        d = self.n_factors + 1
+        if not hasattr(self, "_theta"):
+            self._theta = self._init_theta(len(self._item_vocab), y, w)
+            self._adam_m = np.zeros_like(self._theta)
+            self._adam_v = np.zeros_like(self._theta)
+            self._adam_step = 0
+            self._users = np.empty((0, d))
+        elif n_new_items:
+            if new_items == "zeros":
+                q_new = np.zeros((n_new_items, d - 1))
+            else:
+                q_new = self._rng.normal(0.0, self.init_std, (n_new_items, d - 1))
+            self._theta = _grow_items(self._theta, n_items_old, d, q_new)
+            zeros = np.zeros((n_new_items, d - 1))
+            self._adam_m = _grow_items(self._adam_m, n_items_old, d, zeros)
+            self._adam_v = _grow_items(self._adam_v, n_items_old, d, zeros)
+        n_new_users = len(self._user_vocab) - n_users_old
+        if n_new_users:
+            prior = np.tile(self._theta[1 : 1 + d], (n_new_users, 1))
+            self._users = np.vstack([self._users, prior])
+        self._log.append(u, i, y, w)
+        return np.unique(u), (u, i, y, w), n_users_old
+
+    def _refresh_users(self, users, fresh=None, n_users_old=None):
+        """Recompute the parameters of ``users`` from their whole history.
+
+        When every one of them is new, only the fresh ratings are needed and
+        the full log is not re-sorted: this keeps fold-in of a new user cheap.
+        """
+        if fresh is not None and users.min() >= n_users_old:
+            u, i, y, w = fresh
+            csr = csr_by_user(u - n_users_old, i, y, w, len(users))
+            local = users - n_users_old
+        else:
+            csr = self._log.csr(len(self._user_vocab))
+            local = users
+        with numba_threads(self.n_jobs):
+            rows = self._solve_users(*csr, local)
+        if not np.isfinite(rows).all():
+            raise DivergenceError(self._divergence_message("adapting users"))
+        self._users[users] = rows
+
+    def _divergence_message(self, where):
+        return (
+            f"Training diverged while {where}: parameters became NaN or infinite. "
+            "Try a smaller learning rate."
+        )
+
+    # ------------------------------------------------------------------
+    # Public API shared by all estimators
+
+    def predict(self, X):
+        """Predict ratings for (user id, item id) rows.
+
+        A known user uses its fitted parameters; an unknown user gets the
+        population prior (``user_bias_prior_``, ``user_factors_prior_``); an
+        unknown item contributes no bias and no factors. A row's prediction
+        never depends on the other rows passed with it.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_columns)
+            The first two columns hold the user id and the item id.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Predicted ratings.
+        """
+        check_is_fitted(self)
+        users, items = self._check_X(X, reset=False)
+        u = self._user_vocab.lookup(users)
+        i = self._item_vocab.lookup(items)
+        out = np.empty(len(u))
+        with numba_threads(self.n_jobs):
+            K.predict(u, i, self._users, self._theta, len(self._item_vocab), self._users.shape[1], out)
+        return out
+
+    def fold_in(self, X, y, sample_weight=None):
+        """Fold new ratings into the users' parameters; the cheap serving path.
+
+        Each user in ``X`` (new or known) gets parameters recomputed from all
+        its ratings, the new ones included, while every item parameter and the
+        population prior stay as they are. New users join the vocabulary. New
+        items join it with zero parameters, so they predict exactly as unknown
+        items do until ``partial_fit`` trains them. The ratings are kept, so a
+        later ``partial_fit`` or ``fold_in`` sees them.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_columns)
+            (user id, item id) rows.
+        y : array-like of shape (n_samples,)
+            Ratings.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each rating.
+
+        Returns
+        -------
+        self : object
+            The estimator, with the users of ``X`` updated.
+        """
+        check_is_fitted(self)
+        users, items, y, w = self._check_ratings(X, y, sample_weight, reset=False)
+        touched, fresh, n_users_old = self._add_ratings(users, items, y, w, new_items="zeros")
+        self._refresh_users(touched, fresh, n_users_old)
+        return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.categorical = True
+        tags.input_tags.string = True
+        tags.regressor_tags.poor_score = True
+        return tags
+
+
+def _grow_items(theta, n_items, d, q_new):
+    """``theta`` with ``len(q_new)`` items appended: zero biases, factors ``q_new``."""
+    head = theta[: 1 + d + n_items]
+    factors = theta[1 + d + n_items :]
+    return np.concatenate([head, np.zeros(len(q_new)), factors, q_new.ravel()])

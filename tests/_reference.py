@@ -1,0 +1,112 @@
+"""Slow NumPy references for the Numba kernels, written from the notation in
+``sklearn_metarec._kernels`` without sharing any of its code."""
+
+import numpy as np
+
+
+def split_theta(theta, n_items, d):
+    k = d - 1
+    mu = theta[0]
+    phi0 = theta[1 : 1 + d]
+    bi = theta[1 + d : 1 + d + n_items]
+    Q = theta[1 + d + n_items :].reshape(n_items, k)
+    return mu, phi0, bi, Q
+
+
+def adapt(phi0, items, ratings, weights, mu, bi, Q, alpha, lam, n_steps):
+    """Gradient descent on the support loss; items, ratings: arrays of one user."""
+    X = np.hstack([np.ones((len(items), 1)), Q[items]])
+    c = mu + bi[items]
+    phi = phi0.copy()
+    W = weights.sum()
+    for _ in range(n_steps):
+        g = 2 * lam * phi
+        if W > 0:
+            e = c + X @ phi - ratings
+            g = g + 2 * X.T @ (weights * e) / W
+        phi = phi - alpha * g
+    return phi
+
+
+def task_loss(theta, n_items, d, sup, qry, items, ratings, weights, alpha, lam, reg, n_steps):
+    """Query loss after adaptation: the meta-objective of one task."""
+    mu, phi0, bi, Q = split_theta(theta, n_items, d)
+    phi = adapt(phi0, items[sup], ratings[sup], weights[sup], mu, bi, Q, alpha, lam, n_steps)
+    it = items[qry]
+    w = weights[qry]
+    if w.sum() <= 0:
+        return 0.0
+    e = mu + bi[it] + phi[0] + Q[it] @ phi[1:] - ratings[qry]
+    pen = bi[it] ** 2 + (Q[it] ** 2).sum(axis=1)
+    return float(np.sum(w * (e**2 + reg * pen)) / w.sum())
+
+
+def batch_loss(theta, n_items, d, tasks, items, ratings, weights, alpha, lam, reg, n_steps):
+    """Mean of ``task_loss`` over ``tasks``, a list of (support, query) positions."""
+    return np.mean(
+        [
+            task_loss(theta, n_items, d, s, q, items, ratings, weights, alpha, lam, reg, n_steps)
+            for s, q in tasks
+        ]
+    )
+
+
+def central_difference(f, x, eps=1e-6):
+    """∇f at x by central differences, one coordinate at a time."""
+    grad = np.empty_like(x)
+    for a in range(x.size):
+        xp = x.copy()
+        xm = x.copy()
+        xp[a] += eps
+        xm[a] -= eps
+        grad[a] = (f(xp) - f(xm)) / (2 * eps)
+    return grad
+
+
+def first_order_grad(theta, n_items, d, tasks, items, ratings, weights, alpha, lam, reg, n_steps):
+    """FOMAML by its definition: the gradient of the query loss with respect to
+    (μ, φ, items) evaluated at the adapted φ_T, with φ_T treated as φ₀."""
+    grad = np.zeros_like(theta)
+    for s, q in tasks:
+        mu, phi0, bi, Q = split_theta(theta, n_items, d)
+        phi_T = adapt(phi0, items[s], ratings[s], weights[s], mu, bi, Q, alpha, lam, n_steps)
+        at = theta.copy()
+        at[1 : 1 + d] = phi_T
+
+        def query_only(t):
+            return task_loss(t, n_items, d, [], q, items, ratings, weights, alpha, lam, reg, 0)
+
+        grad += central_difference(query_only, at)
+    return grad / len(tasks)
+
+
+def predict(user_codes, item_codes, user_table, theta, n_items, d):
+    mu, phi0, bi, Q = split_theta(theta, n_items, d)
+    out = np.empty(len(user_codes))
+    for n, (u, i) in enumerate(zip(user_codes, item_codes)):
+        phi = user_table[u] if u >= 0 else phi0
+        out[n] = mu + phi[0] + ((bi[i] + Q[i] @ phi[1:]) if i >= 0 else 0.0)
+    return out
+
+
+def sgd_epoch(users, items, ratings, weights, order, theta, n_items, user_table, lr, reg):
+    """Surprise's SVD update, rating by rating."""
+    d = user_table.shape[1]
+    mu, _, bi, Q = split_theta(theta, n_items, d)
+    for j in order:
+        u, i, w = users[j], items[j], weights[j]
+        err = ratings[j] - (mu + bi[i] + user_table[u, 0] + Q[i] @ user_table[u, 1:])
+        bu_old, bi_old = user_table[u, 0], bi[i]
+        pu, qi = user_table[u, 1:].copy(), Q[i].copy()
+        user_table[u, 0] = bu_old + lr * w * (err - reg * bu_old)
+        bi[i] = bi_old + lr * w * (err - reg * bi_old)
+        user_table[u, 1:] = pu + lr * w * (err * qi - reg * pu)
+        Q[i] = qi + lr * w * (err * pu - reg * qi)
+
+
+def ridge_user(items, ratings, weights, theta, n_items, d, reg):
+    mu, _, bi, Q = split_theta(theta, n_items, d)
+    X = np.hstack([np.ones((len(items), 1)), Q[items]])
+    t = ratings - mu - bi[items]
+    A = X.T @ (weights[:, None] * X) + reg * weights.sum() * np.eye(d)
+    return np.linalg.solve(A, X.T @ (weights * t))

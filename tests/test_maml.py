@@ -1,0 +1,134 @@
+import copy
+import functools
+
+import numpy as np
+import pytest
+
+from sklearn_metarec import DivergenceError, FactorizationRecommender, MAMLFactorizationRecommender
+from sklearn_metarec.__main__ import rank_within_user
+from sklearn_metarec.datasets import make_ratings
+from sklearn_metarec.maml import support_bounds
+
+from ._contract import RecommenderContract, small_data
+
+
+class TestMAMLContract(RecommenderContract):
+    estimator = functools.partial(MAMLFactorizationRecommender, n_factors=4, n_epochs=3, random_state=0)
+
+
+def test_fit_equals_first_partial_fit():
+    X, y = small_data()
+    params = dict(n_factors=4, n_epochs=1, random_state=5)
+    fitted = MAMLFactorizationRecommender(**params).fit(X, y)
+    online = MAMLFactorizationRecommender(**params).partial_fit(X, y)
+    np.testing.assert_array_equal(fitted.predict(X), online.predict(X))
+    assert fitted.loss_curve_ == online.loss_curve_
+
+
+def test_partial_fit_keeps_learning_and_changes_touched_users_only():
+    X, y = small_data()
+    model = MAMLFactorizationRecommender(n_factors=4, n_epochs=2, random_state=0).fit(X, y)
+    untouched = X[X[:, 0] == 1]
+    adapted_before = model.user_factors_.copy()
+    new = np.array([[0, 3], [0, 4], [10_000, 3]])
+    model.partial_fit(new, [5.0, 1.0, 4.0])
+    assert model.n_iter_ == 3 and len(model.loss_curve_) == 3
+    assert len(model.user_ids_) == len(np.unique(X[:, 0])) + 1
+    row0 = 0  # user 0 sorts first among int ids
+    assert not np.allclose(model.user_factors_[row0], adapted_before[row0])
+    # Users not in the batch keep their cached parameters until refreshed.
+    np.testing.assert_array_equal(model.user_factors_[1], adapted_before[1])
+    assert np.isfinite(model.predict(untouched)).all()
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_results_do_not_depend_on_thread_count(n_jobs):
+    X, y = small_data()
+    reference = MAMLFactorizationRecommender(n_factors=4, n_epochs=3, random_state=0, n_jobs=1).fit(X, y)
+    model = MAMLFactorizationRecommender(n_factors=4, n_epochs=3, random_state=0, n_jobs=n_jobs).fit(X, y)
+    np.testing.assert_array_equal(model.predict(X), reference.predict(X))
+
+
+def test_n_jobs_restores_numba_threads():
+    import numba
+
+    before = numba.get_num_threads()
+    X, y = small_data()
+    MAMLFactorizationRecommender(n_factors=4, n_epochs=1, n_jobs=1).fit(X, y)
+    assert numba.get_num_threads() == before
+
+
+def test_divergence_is_reported_not_returned():
+    X, y = small_data()
+    with pytest.raises(DivergenceError, match="smaller inner_lr"):
+        MAMLFactorizationRecommender(n_factors=4, inner_lr=50.0, n_epochs=5, random_state=0).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(inner_lr=-0.1), "inner_lr"),
+        (dict(meta_lr=0.0), "meta_lr"),
+        (dict(n_factors=0), "n_factors"),
+        (dict(meta_batch_size=0), "meta_batch_size"),
+        (dict(n_support=(5, 2)), "n_support"),
+        (dict(n_support=1.5), "n_support"),
+        (dict(n_support="many"), "n_support"),
+    ],
+)
+def test_bad_hyper_parameters_are_rejected(params, match):
+    X, y = small_data()
+    with pytest.raises(ValueError, match=match):
+        MAMLFactorizationRecommender(**params).fit(X, y)
+
+
+def test_support_bounds():
+    counts = np.array([1, 2, 5, 30])
+    np.testing.assert_array_equal(support_bounds(10, counts)[0], [0, 1, 4, 10])
+    lo, hi = support_bounds((3, 20), counts)
+    np.testing.assert_array_equal(lo, [0, 1, 3, 3])
+    np.testing.assert_array_equal(hi, [0, 1, 4, 20])
+    np.testing.assert_array_equal(support_bounds(0.5, counts)[1], [0, 1, 2, 15])
+
+
+@pytest.mark.parametrize(
+    "param, value",
+    [
+        ("n_factors", 6), ("n_inner_steps", 2), ("inner_lr", 0.3), ("inner_reg", 0.2),
+        ("meta_lr", 0.01), ("reg", 0.2), ("meta_batch_size", 8), ("n_epochs", 4),
+        ("n_support", 2), ("first_order", True), ("init_std", 0.3),
+    ],
+)
+def test_each_hyper_parameter_changes_the_result(param, value):
+    X, y = small_data()
+    base = dict(n_factors=4, n_epochs=3, random_state=0)
+    reference = MAMLFactorizationRecommender(**base).fit(X, y).predict(X)
+    changed = MAMLFactorizationRecommender(**{**base, param: value}).fit(X, y).predict(X)
+    assert not np.allclose(changed, reference)
+
+
+def test_golden_values():
+    # Guards against unnoticed changes to the algorithm; update on purpose only.
+    X, y = make_ratings(n_users=30, n_items=20, mean_ratings=10, min_ratings=3, random_state=1)
+    model = MAMLFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0).fit(X, y)
+    np.testing.assert_allclose(model.predict(X[:4]), GOLDEN, rtol=1e-7)
+
+
+GOLDEN = [3.8328101303636477, 3.8193073686381833, 3.841478038172186, 3.8522043785309537]
+
+
+def test_maml_beats_factorization_fold_in_on_five_rating_users():
+    X, y = make_ratings(n_users=900, n_items=300, random_state=0)
+    rng = np.random.RandomState(0)
+    test_users = rng.permutation(900)[:200]
+    is_test = np.isin(X[:, 0], test_users)
+    X_train, y_train, X_test, y_test = X[~is_test], y[~is_test], X[is_test], y[is_test]
+    rank = rank_within_user(X_test[:, 0], rng)
+    counts = np.bincount(X_test[:, 0], minlength=900)[X_test[:, 0]]
+    support = (counts >= 10) & (rank < 5)
+    query = (counts >= 10) & (rank >= 5)
+    rmse = {}
+    for model in (MAMLFactorizationRecommender(random_state=0), FactorizationRecommender(random_state=0)):
+        model.fit(X_train, y_train).fold_in(X_test[support], y_test[support])
+        rmse[type(model).__name__] = np.sqrt(np.mean((model.predict(X_test[query]) - y_test[query]) ** 2))
+    assert rmse["MAMLFactorizationRecommender"] < 0.98 * rmse["FactorizationRecommender"], rmse
