@@ -100,6 +100,17 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         """ndarray of shape (n_factors,): the factors p₀ an unknown user gets."""
         return self._unpacked()[0][1:]
 
+    @property
+    def _users(self):
+        """Parameters of the known users, one row each: (b_u, p_u)."""
+        return self._user_buf[: len(self._user_vocab)]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if "_user_buf" in state:  # no spare capacity in pickles
+            state["_user_buf"] = self._users.copy()
+        return state
+
     def _unpacked(self):
         return K.unpack(self._theta, len(self._item_vocab), self._users.shape[1])
 
@@ -132,7 +143,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
     # State
 
     def _start(self, rng):
-        for name in ("_theta", "_users", "_adam_m", "_adam_v", "loss_curve_"):
+        for name in ("_theta", "_user_buf", "_adam_m", "_adam_v", "loss_curve_"):
             self.__dict__.pop(name, None)  # a refit starts from scratch
         self._rng = rng
         self._user_vocab = Vocabulary("user")
@@ -162,7 +173,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             self._adam_m = np.zeros_like(self._theta)
             self._adam_v = np.zeros_like(self._theta)
             self._adam_step = 0
-            self._users = np.empty((0, d))
+            self._user_buf = np.empty((0, d))
         elif n_new_items:
             if new_items == "zeros":
                 q_new = np.zeros((n_new_items, d - 1))
@@ -172,10 +183,14 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             zeros = np.zeros((n_new_items, d - 1))
             self._adam_m = _grow_items(self._adam_m, n_items_old, d, zeros)
             self._adam_v = _grow_items(self._adam_v, n_items_old, d, zeros)
-        n_new_users = len(self._user_vocab) - n_users_old
-        if n_new_users:
-            prior = np.tile(self._theta[1 : 1 + d], (n_new_users, 1))
-            self._users = np.vstack([self._users, prior])
+        n_users = len(self._user_vocab)
+        if n_users > len(self._user_buf):
+            # Capacity doubles, so that folding in users one at a time costs
+            # amortized O(1) rather than a copy of the whole table per call.
+            buf = np.empty((max(n_users, 2 * len(self._user_buf)), d))
+            buf[:n_users_old] = self._user_buf[:n_users_old]
+            self._user_buf = buf
+        self._user_buf[n_users_old:n_users] = self._theta[1 : 1 + d]
         self._log.append(u, i, y, w)
         return np.unique(u), (u, i, y, w), n_users_old
 

@@ -9,8 +9,7 @@ import warnings
 
 import numpy as np
 from scipy import sparse
-from sklearn.utils import check_array, column_or_1d
-from sklearn.utils.validation import check_consistent_length
+from sklearn.exceptions import DataConversionWarning
 
 
 class ContextColumnsIgnoredWarning(UserWarning):
@@ -97,16 +96,45 @@ def check_ids(X):
     return users, items, n_columns
 
 
-def check_ratings(y, n_samples, name="y"):
+def _check_vector(v, n_samples, name):
+    """A finite float64 vector of length ``n_samples``, with scikit-learn's
+    messages. Written out rather than through ``check_array`` because this
+    runs on every ``fold_in`` call, where validation dominates the cost."""
+    v = np.asarray(v)
+    if v.ndim == 2 and v.shape[1] == 1:
+        warnings.warn(
+            f"A column-vector {name} was passed when a 1d array was expected. Please "
+            "change the shape of y to (n_samples, ), for example using ravel().",
+            DataConversionWarning,
+            stacklevel=4,
+        )
+        v = v.ravel()
+    if v.ndim != 1:
+        raise ValueError(f"{name} should be a 1d array, got an array of shape {v.shape} instead.")
+    if v.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported in {name}.")
+    try:
+        v = v.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must hold numbers; got dtype {v.dtype}.") from None
+    if not np.isfinite(v).all():
+        if np.isnan(v).any():
+            raise ValueError(f"Input {name} contains NaN.")
+        raise ValueError(f"Input {name} contains infinity or a value too large for dtype('float64').")
+    if len(v) != n_samples:
+        raise ValueError(
+            f"Found input variables with inconsistent numbers of samples: [{n_samples}, {len(v)}]"
+        )
+    return v
+
+
+def check_ratings(y, n_samples):
     """Ratings as a finite float64 vector of length ``n_samples``."""
     if y is None:
         raise ValueError(
             "This estimator requires y to be passed, but the target y is None."
         )
-    y = column_or_1d(y, warn=True)
-    y = check_array(y, ensure_2d=False, dtype=np.float64, input_name=name)
-    check_consistent_length(np.empty(n_samples), y)
-    return y
+    return _check_vector(y, n_samples, "y")
 
 
 def check_weights(sample_weight, n_samples):
@@ -115,16 +143,15 @@ def check_weights(sample_weight, n_samples):
         return np.ones(n_samples)
     if isinstance(sample_weight, numbers.Number):
         sample_weight = np.full(n_samples, float(sample_weight))
-    w = check_array(sample_weight, ensure_2d=False, dtype=np.float64, input_name="sample_weight")
+    w = np.asarray(sample_weight)
     if w.ndim != 1 or w.shape[0] != n_samples:
-        raise ValueError(
-            f"sample_weight.shape == {w.shape}, expected ({n_samples},)!"
-        )
+        raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n_samples},)!")
+    w = _check_vector(w, n_samples, "sample_weight")
     if (w < 0).any():
         raise ValueError("Negative values in data passed to sample_weight.")
     if not w.any():
         raise ValueError("Sample weights must contain at least one non-zero number.")
-    return w.copy()
+    return w
 
 
 def _typed_key(v):
