@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import numba
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _kernels as K
@@ -137,6 +138,16 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         users, items = self._check_X(X, reset)
         y = check_ratings(y, len(users))
         w = check_weights(sample_weight, len(users))
+        return users, items, y, w
+
+    def _prepare(self, X, y, sample_weight, reset):
+        """Validate a fit-like call; ``reset`` (fit, or a first partial_fit)
+        also validates the parameters and starts from scratch."""
+        if reset:
+            self._validate_params()
+        users, items, y, w = self._check_ratings(X, y, sample_weight, reset=reset)
+        if reset:
+            self._start(check_random_state(self.random_state))
         return users, items, y, w
 
     # ------------------------------------------------------------------

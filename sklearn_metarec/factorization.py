@@ -4,7 +4,6 @@ import time
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 
 from . import _kernels as K
@@ -121,9 +120,7 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         self : object
             Fitted estimator.
         """
-        self._validate_params()
-        users, items, y, w = self._check_ratings(X, y, sample_weight, reset=True)
-        self._start(check_random_state(self.random_state))
+        users, items, y, w = self._prepare(X, y, sample_weight, reset=True)
         self._add_ratings(users, items, y, w, new_items="random")
         self._sgd(np.arange(len(y)), self.n_epochs)
         return self
@@ -148,12 +145,7 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         self : object
             The updated estimator.
         """
-        first = not hasattr(self, "_theta")
-        if first:
-            self._validate_params()
-        users, items, y, w = self._check_ratings(X, y, sample_weight, reset=first)
-        if first:
-            self._start(check_random_state(self.random_state))
+        users, items, y, w = self._prepare(X, y, sample_weight, reset=not hasattr(self, "_theta"))
         n_old = len(self._log)
         self._add_ratings(users, items, y, w, new_items="random")
         self._sgd(np.arange(n_old, n_old + len(y)), 1)

@@ -4,7 +4,6 @@ import time
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 
 from . import _kernels as K
@@ -187,8 +186,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _validate_all_params(self):
-        self._validate_params()
+    def _validate_params(self):
+        super()._validate_params()
         _check_n_support(self.n_support)
 
     def fit(self, X, y, sample_weight=None):
@@ -210,9 +209,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         self : object
             Fitted estimator.
         """
-        self._validate_all_params()
-        users, items, y, w = self._check_ratings(X, y, sample_weight, reset=True)
-        self._start(check_random_state(self.random_state))
+        users, items, y, w = self._prepare(X, y, sample_weight, reset=True)
         touched, _, _ = self._add_ratings(users, items, y, w, new_items="random")
         self._train(touched, self.n_epochs)
         self._refresh_users(touched)
@@ -242,12 +239,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         self : object
             The updated estimator.
         """
-        first = not hasattr(self, "_theta")
-        if first:
-            self._validate_all_params()
-        users, items, y, w = self._check_ratings(X, y, sample_weight, reset=first)
-        if first:
-            self._start(check_random_state(self.random_state))
+        users, items, y, w = self._prepare(X, y, sample_weight, reset=not hasattr(self, "_theta"))
         touched, _, _ = self._add_ratings(users, items, y, w, new_items="random")
         self._train(touched, 1)
         self._refresh_users(touched)
@@ -274,7 +266,6 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             self.loss_curve_ = []
         indptr, items, ratings, weights = self._log.csr(len(self._user_vocab))
         lo, hi = support_bounds(self.n_support, np.diff(indptr))
-        n_items = len(self._item_vocab)
         for _ in range(n_epochs):
             start = time.perf_counter()
             order = self._rng.permutation(users)
