@@ -221,14 +221,11 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         with numba_threads(self.n_jobs):
             rows = self._solve_users(*csr, local)
         if not np.isfinite(rows).all():
-            raise DivergenceError(self._divergence_message("adapting users"))
+            raise DivergenceError(
+                "Adapting users diverged: parameters became NaN or infinite. "
+                "Try a smaller learning rate."
+            )
         self._users[users] = rows
-
-    def _divergence_message(self, where):
-        return (
-            f"Training diverged while {where}: parameters became NaN or infinite. "
-            "Try a smaller learning rate."
-        )
 
     # ------------------------------------------------------------------
     # Public API shared by all estimators
