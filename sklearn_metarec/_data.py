@@ -104,7 +104,7 @@ def _check_vector(v, n_samples, name):
     if v.ndim == 2 and v.shape[1] == 1:
         warnings.warn(
             f"A column-vector {name} was passed when a 1d array was expected. Please "
-            "change the shape of y to (n_samples, ), for example using ravel().",
+            f"change the shape of {name} to (n_samples, ), for example using ravel().",
             DataConversionWarning,
             stacklevel=4,
         )

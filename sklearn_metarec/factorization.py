@@ -164,7 +164,10 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         n_users_old = len(self._user_vocab)
         out = super()._add_ratings(users, items, y, w, new_items)
         n_new = len(self._user_vocab) - n_users_old
-        if n_new:  # Surprise's random start for new users' factors
+        # Surprise's random start for new users' factors, for training only:
+        # fold_in solves for them exactly and must not draw from the training
+        # random stream.
+        if n_new and new_items == "random":
             self._users[n_users_old:, 1:] = self._rng.normal(0.0, self.init_std, (n_new, self.n_factors))
         return out
 

@@ -50,3 +50,13 @@ def test_divergence_is_reported():
     X, y = small_data()
     with pytest.raises(ValueError, match="smaller lr"):
         FactorizationRecommender(n_factors=4, lr=1e3, n_epochs=20, random_state=0).fit(X, y * 1e3)
+
+
+def test_fold_in_does_not_draw_from_the_training_random_stream():
+    X, y = small_data()
+    folded = FactorizationRecommender(n_factors=4, n_epochs=2, random_state=0).fit(X, y)
+    plain = FactorizationRecommender(n_factors=4, n_epochs=2, random_state=0).fit(X, y)
+    folded.fold_in([[5000, X[0, 1]], [5001, X[1, 1]]], [4.0, 2.0])
+    state_folded, state_plain = folded._rng.get_state(), plain._rng.get_state()
+    np.testing.assert_array_equal(state_folded[1], state_plain[1])
+    assert state_folded[2] == state_plain[2]
