@@ -1,6 +1,7 @@
 """What every recommender of the package shares: id handling, the rating
 log, fold-in, prediction and the fitted attributes of the factorization model."""
 
+import numbers
 import warnings
 from contextlib import contextmanager
 
@@ -286,6 +287,86 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         touched, fresh, n_users_old = self._add_ratings(users, items, y, w, new_items="zeros")
         self._refresh_users(touched, fresh, n_users_old)
         return self
+
+    def recommend(self, users, n=10, *, exclude_seen=True, items=None):
+        """Top-``n`` items for each user, best first.
+
+        Items are ranked by the predicted rating, exactly as ``predict``
+        scores them. An unknown user is ranked with the population prior, so
+        every unknown user gets the same list. Ties go to the item listed
+        first (in ``items``, or in ``item_ids_``).
+
+        Parameters
+        ----------
+        users : array-like of shape (n_users,) or a single id
+            Raw user ids.
+        n : int, default=10
+            Length of each list; at most the number of candidate items.
+        exclude_seen : bool, default=True
+            Leave out the items each user rated in ``fit``, ``partial_fit`` or
+            ``fold_in``.
+        items : array-like of shape (n_candidates,), default=None
+            Candidate item ids; all known items when None. An unknown
+            candidate is scored as ``predict`` scores an unknown item.
+
+        Returns
+        -------
+        item_ids : ndarray of shape (n_users, n_out)
+            Recommended item ids, ``n_out = min(n, n_candidates)``; 1-D if
+            ``users`` is a single id.
+        scores : ndarray of shape (n_users, n_out)
+            Their predicted ratings. A user left with fewer than ``n_out``
+            eligible items gets ``-inf`` in the trailing slots (whose ids are
+            excluded items).
+
+        Examples
+        --------
+        >>> from sklearn_metarec import FactorizationRecommender
+        >>> from sklearn_metarec.datasets import make_ratings
+        >>> X, y = make_ratings(n_users=30, n_items=20, random_state=0)
+        >>> model = FactorizationRecommender(n_factors=4, random_state=0).fit(X, y)
+        >>> ids, scores = model.recommend([0, 1, 999], n=3)  # 999 is new
+        >>> ids.shape, bool((scores[:, :-1] >= scores[:, 1:]).all())
+        ((3, 3), True)
+        """
+        check_is_fitted(self)
+        single = np.ndim(users) == 0
+        users = np.atleast_1d(np.asarray(users))
+        if users.ndim != 1:
+            raise ValueError(f"users must be a 1-D array of ids; got shape {users.shape}.")
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"n must be a positive integer; got {n!r}.")
+        if items is None:
+            candidates = None
+            candidate_ids = self.item_ids_
+        else:
+            candidate_ids = np.asarray(items)
+            if candidate_ids.ndim != 1 or len(candidate_ids) == 0:
+                raise ValueError("items must be a non-empty 1-D array of item ids.")
+            candidates = self._item_vocab.lookup(candidate_ids)
+            known = candidates[candidates >= 0]
+            if len(np.unique(known)) < len(known):
+                raise ValueError("items holds the same item id more than once.")
+        pos, scores = self._top_n(self._user_vocab.lookup(users), int(n), exclude_seen, candidates)
+        ids = candidate_ids[pos]
+        return (ids[0], scores[0]) if single else (ids, scores)
+
+    def _top_n(self, user_codes, n, exclude_seen, candidates=None):
+        """Positions in ``candidates`` (item codes; all items when None) of
+        each user's top ``min(n, len(candidates))``, and their scores."""
+        n_items = len(self._item_vocab)
+        if candidates is None:
+            candidates = np.arange(n_items, dtype=np.int64)
+        candidate_pos = np.full(n_items, -1, dtype=np.int64)
+        candidate_pos[candidates[candidates >= 0]] = np.flatnonzero(candidates >= 0)
+        n_out = min(n, len(candidates))
+        indptr, seen, _, _ = self._log.csr(len(self._user_vocab))
+        pos = np.empty((len(user_codes), n_out), dtype=np.int64)
+        scores = np.empty((len(user_codes), n_out))
+        with numba_threads(self.n_jobs):
+            K.top_n(user_codes, self._users, self._theta, n_items, self._users.shape[1],
+                    candidates, candidate_pos, indptr, seen, bool(exclude_seen), n_out, pos, scores)
+        return pos, scores
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -387,14 +387,82 @@ def predict(user_codes, item_codes, user_table, theta, n_items, d, out):
     phi0, bi, Q = unpack(theta, n_items, d)
     for n in prange(user_codes.shape[0]):
         u = user_codes[n]
-        i = item_codes[n]
         phi = user_table[u] if u >= 0 else phi0
-        r = mu + phi[0]
-        if i >= 0:
-            r += bi[i]
-            for f in range(d - 1):
-                r += phi[1 + f] * Q[i, f]
-        out[n] = r
+        out[n] = _score(mu, bi, Q, phi, item_codes[n])
+
+
+@_jit()
+def _score(mu, bi, Q, phi, i):
+    """r̂ of the user with parameters φ for item code ``i`` (−1: unknown)."""
+    r = mu + phi[0]
+    if i >= 0:
+        r += bi[i]
+        for f in range(phi.shape[0] - 1):
+            r += phi[1 + f] * Q[i, f]
+    return r
+
+
+@_jit()
+def _worse(s_a, a, s_b, b):
+    """Whether candidate ``a`` ranks below ``b``: lower score, or the same
+    score and a later position (ties go to the earlier candidate)."""
+    return s_a < s_b or (s_a == s_b and a > b)
+
+
+@_jit()
+def _sift_down(heap, scores, n, root):
+    """Restore the min-heap (worst candidate at the root) below ``root``."""
+    while True:
+        child = 2 * root + 1
+        if child >= n:
+            return
+        if child + 1 < n and _worse(scores[heap[child + 1]], heap[child + 1], scores[heap[child]], heap[child]):
+            child += 1
+        if not _worse(scores[heap[child]], heap[child], scores[heap[root]], heap[root]):
+            return
+        heap[root], heap[child] = heap[child], heap[root]
+        root = child
+
+
+@_jit(parallel=True)
+def top_n(user_codes, user_table, theta, n_items, d, candidates, candidate_pos,
+          seen_indptr, seen_items, exclude_seen, n, out_pos, out_scores):
+    """Top-``n`` candidates per user by r̂, best first, by bounded heap
+    selection: O(m log n) per user for m candidates, never a full sort.
+
+    ``candidates`` holds item codes (−1: unknown item), ``candidate_pos`` maps
+    an item code to its candidate position (−1: not a candidate). Excluded
+    items score −∞, so they fill the list only when nothing else is left.
+    Scores equal ``predict``'s bit for bit.
+    """
+    mu = theta[0]
+    phi0, bi, Q = unpack(theta, n_items, d)
+    m = candidates.shape[0]
+    for b in prange(user_codes.shape[0]):
+        u = user_codes[b]
+        phi = user_table[u] if u >= 0 else phi0
+        scores = np.empty(m)
+        for c in range(m):
+            scores[c] = _score(mu, bi, Q, phi, candidates[c])
+        if exclude_seen and u >= 0:
+            for j in range(seen_indptr[u], seen_indptr[u + 1]):
+                c = candidate_pos[seen_items[j]]
+                if c >= 0:
+                    scores[c] = -np.inf
+        heap = np.arange(n)
+        for r in range(n // 2 - 1, -1, -1):
+            _sift_down(heap, scores, n, r)
+        for c in range(n, m):
+            if _worse(scores[heap[0]], heap[0], scores[c], c):
+                heap[0] = c
+                _sift_down(heap, scores, n, 0)
+        # Pop the worst to the back: the heap ends sorted best first.
+        for last in range(n - 1, 0, -1):
+            heap[0], heap[last] = heap[last], heap[0]
+            _sift_down(heap, scores, last, 0)
+        for r in range(n):
+            out_pos[b, r] = heap[r]
+            out_scores[b, r] = scores[heap[r]]
 
 
 # --------------------------------------------------------------------------

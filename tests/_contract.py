@@ -227,3 +227,81 @@ class RecommenderContract:
             model.fold_in(np.array([[10**7, "an item"]], dtype=object), [4.0])
         assert len(model.user_ids_) == n_users
         np.testing.assert_array_equal(model.predict(X), before)
+
+    # -- recommend ------------------------------------------------------------
+
+    def _reference_top_n(self, model, user, X, n, exclude_seen=True):
+        """Rank every item with ``predict`` and a stable sort: the slow truth."""
+        items = model.item_ids_
+        scores = model.predict(np.column_stack([np.full(len(items), user), items]))
+        if exclude_seen:
+            scores[np.isin(items, X[X[:, 0] == user, 1])] = -np.inf
+        order = np.argsort(-scores, kind="stable")[:n]
+        return items[order], scores[order]
+
+    def test_recommend_matches_ranking_by_predict(self):
+        model, X, y = self.fitted()
+        users = np.unique(X[:, 0])[:6]
+        ids, scores = model.recommend(users, n=7)
+        assert ids.shape == scores.shape == (6, 7)
+        for row, user in enumerate(users):
+            ref_ids, ref_scores = self._reference_top_n(model, user, X, 7)
+            np.testing.assert_array_equal(ids[row], ref_ids)
+            np.testing.assert_array_equal(scores[row], ref_scores)  # bit for bit
+
+    def test_recommend_excludes_seen_items_unless_asked(self):
+        model, X, y = self.fitted()
+        user = X[0, 0]
+        seen = X[X[:, 0] == user, 1]
+        n_items = len(model.item_ids_)
+        ids, scores = model.recommend(user, n=n_items)
+        eligible = n_items - len(np.unique(seen))
+        assert not np.isin(ids[:eligible], seen).any()
+        assert np.isneginf(scores[eligible:]).all() and np.isfinite(scores[:eligible]).all()
+        ids_all, scores_all = model.recommend(user, n=n_items, exclude_seen=False)
+        assert np.isfinite(scores_all).all()
+        assert sorted(ids_all.tolist()) == sorted(model.item_ids_.tolist())
+        # Folded-in ratings count as seen too.
+        top = ids[0]
+        model.fold_in([[user, top]], [1.0])
+        assert top not in model.recommend(user, n=5)[0]
+
+    def test_recommend_unknown_users_get_the_prior_list(self):
+        model, X, y = self.fitted()
+        ids, scores = model.recommend([10**6, 10**7], n=5)
+        np.testing.assert_array_equal(ids[0], ids[1])
+        ref_ids, ref_scores = self._reference_top_n(model, 10**6, X, 5)
+        np.testing.assert_array_equal(ids[0], ref_ids)
+        np.testing.assert_array_equal(scores[0], ref_scores)
+
+    def test_recommend_is_batch_invariant(self):
+        model, X, y = self.fitted()
+        users = np.r_[np.unique(X[:, 0])[:8], 10**6]
+        ids, scores = model.recommend(users, n=4)
+        for row, user in enumerate(users):
+            one_ids, one_scores = model.recommend([user], n=4)
+            np.testing.assert_array_equal(one_ids[0], ids[row])
+            np.testing.assert_array_equal(one_scores[0], scores[row])
+
+    def test_recommend_among_candidates(self):
+        model, X, y = self.fitted()
+        user = X[0, 0]
+        candidates = np.array([model.item_ids_[3], 555_555, model.item_ids_[1]])
+        ids, scores = model.recommend(user, n=10, items=candidates, exclude_seen=False)
+        assert sorted(ids.tolist()) == sorted(candidates.tolist())
+        expected = model.predict(np.column_stack([np.full(3, user), candidates]))
+        order = np.argsort(-expected, kind="stable")
+        np.testing.assert_array_equal(ids, candidates[order])
+        np.testing.assert_array_equal(scores, expected[order])
+        with pytest.raises(ValueError, match="more than once"):
+            model.recommend(user, items=[candidates[0], candidates[0]])
+
+    @pytest.mark.parametrize("n", [0, -1, 2.5, True])
+    def test_recommend_rejects_bad_n(self, n):
+        model, X, y = self.fitted()
+        with pytest.raises(ValueError, match="n must be a positive integer"):
+            model.recommend([X[0, 0]], n=n)
+
+    def test_recommend_unfitted(self):
+        with pytest.raises(NotFittedError):
+            self.estimator().recommend([0])
