@@ -73,9 +73,9 @@ class ColdStartSplit(BaseCrossValidator):
         Ratings of each test user that go to training.
     test_size : float or int, default=None
         None: users are partitioned into ``n_splits`` folds (each eligible
-        user is tested once). A float in (0, 1) or an int: each split draws
+        user is tested once). A float in (0, 1] or an int: each split draws
         that share (or number) of the eligible users at random, as
-        ``ShuffleSplit`` does.
+        ``ShuffleSplit`` does; 1.0 tests every eligible user.
     support : {"random", "earliest"}, default="random"
         Which ratings form the support set.
     time_column : int or str, default=None
@@ -323,7 +323,7 @@ class TemporalSplit(BaseCrossValidator):
 @validate_params(
     {
         "n_support": [Interval(numbers.Integral, 0, None, closed="left")],
-        "test_size": [Interval(numbers.Real, 0, 1, closed="neither"),
+        "test_size": [Interval(numbers.Real, 0, 1, closed="right"),
                       Interval(numbers.Integral, 1, None, closed="left")],
         "support": [StrOptions({"random", "earliest"})],
         "min_query": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -347,7 +347,8 @@ def cold_start_split(*arrays, n_support=10, test_size=0.2, support="random", tim
     n_support : int, default=10
         Ratings of each test user that go to training.
     test_size : float or int, default=0.2
-        Share or number of the eligible users that become test users.
+        Share or number of the eligible users that become test users (1.0:
+        all of them).
     support : {"random", "earliest"}, default="random"
         Which ratings form the support set.
     time_column : int or str, default=None
@@ -388,12 +389,12 @@ def _check_int(value, name, low):
 
 def _check_size(value, name):
     if isinstance(value, bool):
-        raise ValueError(f"{name} must be a float in (0, 1) or a positive integer; got {value!r}.")
+        raise ValueError(f"{name} must be a float in (0, 1] or a positive integer; got {value!r}.")
     if isinstance(value, numbers.Integral):
         if value < 1:
-            raise ValueError(f"{name} must be a float in (0, 1) or a positive integer; got {value!r}.")
-    elif not isinstance(value, numbers.Real) or not 0 < value < 1:
-        raise ValueError(f"{name} must be a float in (0, 1) or a positive integer; got {value!r}.")
+            raise ValueError(f"{name} must be a float in (0, 1] or a positive integer; got {value!r}.")
+    elif not isinstance(value, numbers.Real) or not 0 < value <= 1:
+        raise ValueError(f"{name} must be a float in (0, 1] or a positive integer; got {value!r}.")
 
 
 def _n_test_users(test_size, n_eligible, n_splits):

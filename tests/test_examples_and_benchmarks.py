@@ -28,3 +28,29 @@ def test_example_runs(capsys, monkeypatch):
                                                                        "mean_ratings": 12}))
     runpy.run_path(str(ROOT / "examples" / "cold_start_synthetic.py"), run_name="__main__")
     assert "new users with 5 ratings" in capsys.readouterr().out
+
+
+def test_movielens_example_runs_on_files_in_the_official_format(tmp_path, monkeypatch, capsys):
+    from sklearn_metarec import FactorizationRecommender, MAMLFactorizationRecommender
+    from sklearn_metarec.datasets import make_ratings
+
+    X, y = make_ratings(n_users=120, n_items=50, mean_ratings=30, min_ratings=22, random_state=0)
+    lines = [f"{u + 1}\t{i + 1}\t{int(r)}\t{880000000 + n}\n" for n, ((u, i), r) in enumerate(zip(X, y))]
+    (tmp_path / "u.data").write_text("".join(lines))
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import cold_start_movielens as example
+    finally:
+        sys.path.pop(0)
+    monkeypatch.setattr(example, "GRIDS", {
+        "FactorizationRecommender": (FactorizationRecommender(n_epochs=3), {"n_factors": [2, 4]}),
+        "MAMLFactorizationRecommender": (MAMLFactorizationRecommender(n_factors=3, n_epochs=2),
+                                         {"inner_lr": [0.05, 0.2]}),
+    })
+    table, plot = tmp_path / "table.md", tmp_path / "plot.png"
+    example.main(["--data", str(tmp_path), "--shots", "5", "20", "--out", str(table), "--plot", str(plot)])
+    text = table.read_text()
+    for name in ("global mean", "FactorizationRecommender", "MAMLFactorizationRecommender"):
+        assert f"| 5 | {name} |" in text and f"| 20 | {name} |" in text
+    out = capsys.readouterr().out
+    assert "plot saved" in out or "no plot" in out

@@ -10,9 +10,12 @@ def test_readme_opens_with_install_and_test_commands():
     assert "pytest" in blocks[1]
 
 
-def test_readme_python_example_runs():
-    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[0]
+def test_readme_python_examples_run():
+    first, second = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[:2]
     namespace = {}
-    exec(compile(code, str(README), "exec"), namespace)
+    exec(compile(first, str(README), "exec"), namespace)
     pred = namespace["model"].predict([[5000, 42], [6000, 42]])
     assert pred.shape == (2,) and pred[0] != pred[1]
+    exec(compile(second, str(README), "exec"), namespace)
+    assert namespace["ids"].shape == (3, 10)
+    assert set(namespace["search"].best_params_) == {"inner_lr"}
