@@ -361,12 +361,12 @@ def _catalogue_lists(estimator, users, items, y_true, k, threshold, gains):
     known = test_items >= 0
     keys = u[known] * n_items + test_items[known]
     order = np.argsort(keys, kind="stable")
-    keys = keys[order]
+    keys = np.r_[keys[order], -1]  # a sentinel no recommendation matches
     rec_keys = (np.arange(n_users)[:, None] * n_items + pos).ravel()
-    at = np.minimum(np.searchsorted(keys, rec_keys), max(len(keys) - 1, 0))
-    match = (keys[at] == rec_keys) if len(keys) else np.zeros(len(rec_keys), bool)
-    rec_gain = np.where(match, gain[known][order][at] if len(keys) else 0.0, 0.0)
-    rec_rel = np.where(match, relevant[known][order][at] if len(keys) else 0.0, 0.0)
+    at = np.searchsorted(keys[:-1], rec_keys)
+    match = keys[at] == rec_keys
+    rec_gain = np.where(match, np.r_[gain[known][order], 0.0][at], 0.0)
+    rec_rel = np.where(match, np.r_[relevant[known][order], 0.0][at], 0.0)
     n_out = pos.shape[1]
     return _RankedLists(
         user=np.repeat(np.arange(n_users), n_out), rank=np.tile(np.arange(n_out), n_users),

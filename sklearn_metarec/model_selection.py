@@ -55,7 +55,36 @@ def _by_user(codes, order_key, rng, mode):
     return rank, counts
 
 
-class ColdStartSplit(BaseCrossValidator):
+class _RatingSplitter(BaseCrossValidator):
+    """What the splitters share: ``n_splits`` splits of the rows of X."""
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        """Number of splits: ``n_splits``."""
+        return self.n_splits
+
+    def split(self, X, y=None, groups=None):
+        """Yield (train, test) row indices of each split.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_ratings, n_columns)
+            (user id, item id, ...) rows, with timestamps in ``time_column``
+            where the splitter uses time.
+        y, groups : ignored
+            Present for scikit-learn's API.
+
+        Yields
+        ------
+        train, test : ndarray of int
+        """
+        X, = indexable(X)
+        yield from self._split(X)
+
+    def _iter_test_indices(self, X=None, y=None, groups=None):  # pragma: no cover
+        raise NotImplementedError("split is overridden")
+
+
+class ColdStartSplit(_RatingSplitter):
     """Cold-start cross-validation: test users are seen through a few ratings.
 
     Users (not ratings) are split into folds. A test-fold user gives its
@@ -117,26 +146,8 @@ class ColdStartSplit(BaseCrossValidator):
         if self.test_size is not None:
             _check_size(self.test_size, "test_size")
 
-    def get_n_splits(self, X=None, y=None, groups=None):
-        """Number of splits: ``n_splits``."""
-        return self.n_splits
-
-    def split(self, X, y=None, groups=None):
-        """Yield (train, test) row indices of each split.
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_ratings, n_columns)
-            (user id, item id, ...) rows.
-        y, groups : ignored
-            Present for scikit-learn's API.
-
-        Yields
-        ------
-        train, test : ndarray of int
-        """
+    def _split(self, X):
         self._check()
-        X, = indexable(X)
         codes = _users_of(X)
         rng = check_random_state(self.random_state)
         times = _times_of(X, self.time_column, len(codes)) if self.support == "earliest" else None
@@ -153,11 +164,9 @@ class ColdStartSplit(BaseCrossValidator):
             test = is_test_user[codes] & (rank >= self.n_support)
             yield np.flatnonzero(~test), np.flatnonzero(test)
 
-    def _iter_test_indices(self, X=None, y=None, groups=None):  # pragma: no cover
-        raise NotImplementedError("split is overridden")
 
 
-class UserHoldoutSplit(BaseCrossValidator):
+class UserHoldoutSplit(_RatingSplitter):
     """Warm-start split: hold out part of every user's ratings.
 
     Each user keeps at least ``min_train`` ratings in training; of the rest,
@@ -201,30 +210,12 @@ class UserHoldoutSplit(BaseCrossValidator):
         self.min_train = min_train
         self.random_state = random_state
 
-    def get_n_splits(self, X=None, y=None, groups=None):
-        """Number of splits: ``n_splits``."""
-        return self.n_splits
-
-    def split(self, X, y=None, groups=None):
-        """Yield (train, test) row indices of each split.
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_ratings, n_columns)
-            (user id, item id, ...) rows.
-        y, groups : ignored
-            Present for scikit-learn's API.
-
-        Yields
-        ------
-        train, test : ndarray of int
-        """
+    def _split(self, X):
         _check_int(self.n_splits, "n_splits", 1)
         _check_int(self.min_train, "min_train", 0)
         _check_size(self.test_size, "test_size")
         if self.order not in ("random", "latest"):
             raise ValueError(f"order must be 'random' or 'latest'; got {self.order!r}.")
-        X, = indexable(X)
         codes = _users_of(X)
         rng = check_random_state(self.random_state)
         times = _times_of(X, self.time_column, len(codes)) if self.order == "latest" else None
@@ -239,11 +230,9 @@ class UserHoldoutSplit(BaseCrossValidator):
             test = rank < n_out[codes]
             yield np.flatnonzero(~test), np.flatnonzero(test)
 
-    def _iter_test_indices(self, X=None, y=None, groups=None):  # pragma: no cover
-        raise NotImplementedError("split is overridden")
 
 
-class TemporalSplit(BaseCrossValidator):
+class TemporalSplit(_RatingSplitter):
     """Global temporal split: train on the past, test on what came next.
 
     Ratings are ordered by time. The last ``n_splits`` blocks of
@@ -276,27 +265,9 @@ class TemporalSplit(BaseCrossValidator):
         self.test_size = test_size
         self.time_column = time_column
 
-    def get_n_splits(self, X=None, y=None, groups=None):
-        """Number of splits: ``n_splits``."""
-        return self.n_splits
-
-    def split(self, X, y=None, groups=None):
-        """Yield (train, test) row indices of each split, oldest block first.
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_ratings, n_columns)
-            Rows with timestamps in ``time_column``.
-        y, groups : ignored
-            Present for scikit-learn's API.
-
-        Yields
-        ------
-        train, test : ndarray of int
-        """
+    def _split(self, X):
         _check_int(self.n_splits, "n_splits", 1)
         _check_size(self.test_size, "test_size")
-        X, = indexable(X)
         n = len(X)
         times = _times_of(X, self.time_column, n)
         order = np.argsort(times, kind="stable")
@@ -316,8 +287,6 @@ class TemporalSplit(BaseCrossValidator):
                                  "no training data is left.")
             yield order[:lo], order[lo:hi]
 
-    def _iter_test_indices(self, X=None, y=None, groups=None):  # pragma: no cover
-        raise NotImplementedError("split is overridden")
 
 
 @validate_params(

@@ -256,3 +256,11 @@ def test_grid_search_with_cold_start_split_and_catalogue_scorer():
     search.fit(X, y)
     assert np.isfinite(search.cv_results_["mean_test_ndcg"]).all()
     assert (search.cv_results_["mean_test_rmse"] < 0).all()
+
+
+def test_catalogue_mode_with_only_unknown_test_items(cold_start):
+    model, _, X_test, _ = cold_start
+    user = X_test[0, 0]
+    report = ranking_report(model, [[user, 10**6], [user, 10**6 + 1]], [5.0, 2.0], mode="catalogue",
+                            metrics=["recall", "ndcg", "hit_rate"])
+    assert report == {"recall": 0.0, "ndcg": 0.0, "hit_rate": 0.0}
