@@ -4,6 +4,7 @@ from ._base import DivergenceError
 from ._data import ContextColumnsIgnoredWarning
 from .factorization import FactorizationRecommender
 from .maml import MAMLFactorizationRecommender
+from .meta_sgd import MetaSGDFactorizationRecommender
 
 __version__ = "0.1.0"
 
@@ -12,4 +13,5 @@ __all__ = [
     "DivergenceError",
     "FactorizationRecommender",
     "MAMLFactorizationRecommender",
+    "MetaSGDFactorizationRecommender",
 ]

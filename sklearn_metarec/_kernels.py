@@ -154,13 +154,15 @@ def _inner_loop(phis, pos, items, ratings, weights, mu, bi, Q, alpha, lam, g):
 @_jit()
 def _task_meta_grad(
     pos, n_sup, items, ratings, weights, mu, phi0, bi, Q,
-    alpha, lam, reg, n_steps, first_order, phis, g_item, g_phi0,
+    alpha, lam, reg, n_steps, first_order, hyper, phis, g_item, g_phi0, g_alpha,
 ):
     """Query loss of one task and its meta-gradient.
 
     ``pos[:n_sup]`` is the support set, ``pos[n_sup:]`` the query set.
     ``g_item[j]`` receives ∂/∂(b_i, q_i) for the item at ``pos[j]``;
-    ``g_phi0`` receives ∂/∂φ₀. Returns (loss, ∂loss/∂μ).
+    ``g_phi0`` receives ∂/∂φ₀. With ``hyper``, ``g_alpha`` receives ∂/∂α and
+    the returned ∂/∂λ is filled in (Meta-SGD); ``first_order`` then uses
+    v_T for every step. Returns (loss, ∂loss/∂μ, ∂loss/∂λ).
     """
     d = phi0.shape[0]
     k = d - 1
@@ -197,38 +199,53 @@ def _task_meta_grad(
                 v[1 + f] += c * Q[i, f]
                 g_item[row, 1 + f] += c * phi[1 + f] + 2.0 * w * reg * Q[i, f]
 
-    if not first_order:
+    g_lam = 0.0
+    if hyper or not first_order:
         ws = 0.0
         for jj in range(n_sup):
             ws += weights[sup[jj]]
         vt = np.empty(d)
         hv = np.empty(d)
+        gt = np.empty(d)
         for t in range(n_steps - 1, -1, -1):
             phi_t = phis[t]
             for a in range(d):
                 vt[a] = alpha[a] * v[a]
                 hv[a] = 2.0 * lam * vt[a]
+                gt[a] = 2.0 * lam * phi_t[a]
             if ws > 0.0:
                 for jj in range(n_sup):
                     j = sup[jj]
                     i = items[j]
                     c = 2.0 * weights[j] / ws
                     e = _residual(mu, bi, Q, phi_t, i, ratings[j])
+                    ce = c * e
+                    if hyper:
+                        gt[0] += ce
+                        for f in range(k):
+                            gt[1 + f] += ce * Q[i, f]
+                    if first_order:
+                        continue
                     xv = vt[0]
                     for f in range(k):
                         xv += vt[1 + f] * Q[i, f]
                     cx = c * xv
-                    ce = c * e
                     hv[0] += cx
                     g_mu -= cx
                     g_item[jj, 0] -= cx
                     for f in range(k):
                         hv[1 + f] += cx * Q[i, f]
                         g_item[jj, 1 + f] -= cx * phi_t[1 + f] + ce * vt[1 + f]
-            for a in range(d):
-                v[a] -= hv[a]
+            if hyper:
+                # φ_{t+1} = φ_t − α ⊙ g(φ_t):  ∂/∂α = −g(φ_t),  ∂/∂λ = −2 α ⊙ φ_t.
+                for a in range(d):
+                    g_alpha[a] -= v[a] * gt[a]
+                    g_lam -= 2.0 * vt[a] * phi_t[a]
+            if not first_order:
+                for a in range(d):
+                    v[a] -= hv[a]
     g_phi0[:] = v
-    return loss, g_mu
+    return loss, g_mu, g_lam
 
 
 # --------------------------------------------------------------------------
@@ -268,12 +285,13 @@ def sample_tasks(indptr, users, sup_lo, sup_hi, seed, offsets, perm, n_sup):
 @_jit(parallel=True)
 def meta_batch_grad(
     indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets,
-    theta, n_items, alpha, lam, reg, n_steps, first_order, grad,
+    theta, n_items, alpha, lam, reg, n_steps, first_order, hyper, grad, grad_hyper,
 ):
     """Mean query loss of a meta-batch of users; ``grad`` ← its meta-gradient.
 
     ``offsets`` is the running sum of the users' rating counts. Each user's
-    task is drawn by ``_sample_task`` from (seed, user).
+    task is drawn by ``_sample_task`` from (seed, user). With ``hyper``,
+    ``grad_hyper`` ← (∂/∂α, ∂/∂λ), of length d + 1.
     """
     d = alpha.shape[0]
     k = d - 1
@@ -284,19 +302,22 @@ def meta_batch_grad(
     g_item = np.zeros((offsets[n_tasks], d))
     g_phi = np.zeros((n_tasks, d))
     g_mu = np.zeros(n_tasks)
+    g_hyper = np.zeros((n_tasks, d + 1))
     losses = np.zeros(n_tasks)
     for b in prange(n_tasks):
         lo = offsets[b]
         hi = offsets[b + 1]
         n_sup = _sample_task(indptr, users[b], sup_lo, sup_hi, seed, perm[lo:hi])
         phis = np.empty((n_steps + 1, d))
-        losses[b], g_mu[b] = _task_meta_grad(
+        losses[b], g_mu[b], g_hyper[b, d] = _task_meta_grad(
             perm[lo:hi], n_sup, items, ratings, weights, mu, phi0, bi, Q,
-            alpha, lam, reg, n_steps, first_order, phis, g_item[lo:hi], g_phi[b],
+            alpha, lam, reg, n_steps, first_order, hyper, phis, g_item[lo:hi], g_phi[b],
+            g_hyper[b, :d],
         )
     # Serial reduction in task order: item rows are shared between tasks, and
     # a fixed order keeps results identical for any number of threads.
     grad[:] = 0.0
+    grad_hyper[:] = 0.0
     g_phi0, g_bi, g_Q = unpack(grad, n_items, d)
     scale = 1.0 / n_tasks
     loss = 0.0
@@ -305,6 +326,8 @@ def meta_batch_grad(
         grad[0] += g_mu[b] * scale
         for a in range(d):
             g_phi0[a] += g_phi[b, a] * scale
+        for a in range(d + 1):
+            grad_hyper[a] += g_hyper[b, a] * scale
         for p in range(offsets[b], offsets[b + 1]):
             i = items[perm[p]]
             g_bi[i] += g_item[p, 0] * scale

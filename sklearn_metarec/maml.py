@@ -258,8 +258,14 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         theta[1 + d + n_items :] = self._rng.normal(0.0, self.init_std, n_items * (d - 1))
         return theta
 
+    # Meta-SGD (a subclass) learns the inner step sizes and L2 strength too.
+    _learns_hyper = False
+
     def _alpha(self):
         return np.full(self.n_factors + 1, float(self.inner_lr))
+
+    def _inner_reg(self):
+        return float(self.inner_reg)
 
     def _train(self, users, n_epochs):
         if not hasattr(self, "loss_curve_"):
@@ -272,7 +278,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             seed = self._rng.randint(np.iinfo(np.int64).max, dtype=np.int64)
             with numba_threads(self.n_jobs):
                 losses = self._meta_epoch(indptr, items, ratings, weights, order, lo, hi, seed)
-            if not (np.all(losses < self._loss_limit) and np.isfinite(self._theta).all()):
+            if not (np.all(losses < self._loss_limit) and self._finite()):
                 raise DivergenceError(
                     f"Meta-training diverged in epoch {self.n_iter_ + 1}: the query "
                     f"loss became NaN, infinite or exploded. Try a smaller inner_lr (now "
@@ -286,6 +292,9 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
                     f"{time.perf_counter() - start:.2f} s"
                 )
 
+    def _finite(self):
+        return bool(np.isfinite(self._theta).all())
+
     def _meta_epoch(self, indptr, items, ratings, weights, order, lo, hi, seed):
         """One pass over the tasks of ``order`` in meta-batches, each a single
         kernel call followed by an Adam step. Stops at a non-finite loss,
@@ -293,6 +302,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         n_items = len(self._item_vocab)
         alpha = self._alpha()
         grad = np.empty_like(self._theta)
+        grad_hyper = np.empty(len(alpha) + 1)
         counts = indptr[order + 1] - indptr[order]
         losses = []
         for start in range(0, len(order), self.meta_batch_size):
@@ -301,20 +311,23 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             np.cumsum(counts[start : start + len(batch)], out=offsets[1:])
             loss = K.meta_batch_grad(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets,
-                self._theta, n_items, alpha, float(self.inner_reg), float(self.reg),
-                self.n_inner_steps, bool(self.first_order), grad,
+                self._theta, n_items, alpha, self._inner_reg(), float(self.reg),
+                self.n_inner_steps, bool(self.first_order), self._learns_hyper, grad, grad_hyper,
             )
             losses.append(loss)
             if not loss < self._loss_limit:  # also catches NaN
                 break
             self._adam_step += 1
             K.adam_step(self._theta, grad, self._adam_m, self._adam_v, self._adam_step, float(self.meta_lr))
+            if self._learns_hyper:
+                self._hyper_step(grad_hyper)
+                alpha = self._alpha()
         return np.array(losses)
 
     def _solve_users(self, indptr, items, ratings, weights, users):
         out = np.empty((len(users), self.n_factors + 1))
         K.adapt_users(
             indptr, items, ratings, weights, users, self._theta, len(self._item_vocab),
-            self._alpha(), float(self.inner_reg), self.n_inner_steps, out,
+            self._alpha(), self._inner_reg(), self.n_inner_steps, out,
         )
         return out

@@ -2,11 +2,16 @@
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_metarec import FactorizationRecommender, MAMLFactorizationRecommender
+from sklearn_metarec import (
+    FactorizationRecommender,
+    MAMLFactorizationRecommender,
+    MetaSGDFactorizationRecommender,
+)
 
 # Small models keep the checks fast.
 ESTIMATORS = [
     MAMLFactorizationRecommender(n_factors=3, n_epochs=3, meta_batch_size=16),
+    MetaSGDFactorizationRecommender(n_factors=3, n_epochs=3, meta_batch_size=16),
     FactorizationRecommender(n_factors=3, n_epochs=5),
 ]
 
@@ -19,7 +24,7 @@ EXPECTED_FAILED_CHECKS = {
             "stochastic solver: weighting is not equivalent to repeating samples"
         ),
     }
-    for name in ("MAMLFactorizationRecommender", "FactorizationRecommender")
+    for name in ("MAMLFactorizationRecommender", "MetaSGDFactorizationRecommender", "FactorizationRecommender")
 }
 
 

@@ -1,0 +1,154 @@
+"""Meta-SGD over biased matrix factorization: MAML that also meta-learns the
+inner loop's per-dimension step sizes and its L2 strength."""
+
+from numbers import Real
+
+import numpy as np
+from sklearn.utils._param_validation import Interval
+
+from . import _kernels as K
+from .maml import MAMLFactorizationRecommender
+
+
+class MetaSGDFactorizationRecommender(MAMLFactorizationRecommender):
+    """Meta-SGD: MAML that learns how to learn.
+
+    Next to the item parameters, μ and the user prior φ₀, it meta-learns a
+    step size for each component of the user parameters φ = (b, p), the
+    vector α of the inner loop φ ← φ − α ⊙ ∇L_S(φ), and, with
+    ``learn_inner_reg``, the inner L2 strength λ. Their hypergradients are
+    exact and analytic, from the same reverse pass as the meta-gradient
+    (``∂L/∂α = −Σ_t v_{t+1} ⊙ g(φ_t)``, ``∂L/∂λ = −2 Σ_t (α ⊙ v_{t+1})ᵀ φ_t``;
+    see ``sklearn_metarec._kernels``). Both are learned in log space, so
+    they stay positive, with their own Adam state.
+
+    Parameters
+    ----------
+    n_factors : int, default=32
+        Number of latent factors k.
+    n_inner_steps : int, default=5
+        Gradient steps T of the inner loop.
+    inner_lr : float, default=0.15
+        Initial value of every step size in α.
+    inner_reg : float, default=1e-3
+        Initial λ when ``learn_inner_reg``, else the fixed λ.
+    learn_inner_reg : bool, default=True
+        Meta-learn λ as well; it then needs ``inner_reg > 0``.
+    meta_lr : float, default=0.005
+        Adam step size for the model's parameters.
+    hyper_lr : float, default=None
+        Adam step size for log α and log λ; ``meta_lr`` when None.
+    reg, meta_batch_size, n_epochs, n_support, first_order, init_std, \
+n_jobs, random_state, verbose
+        As in :class:`MAMLFactorizationRecommender`. With ``first_order``
+        the hypergradients too hold the query gradient v_T fixed through the
+        steps (no Hessian terms).
+
+    Attributes
+    ----------
+    inner_lr_ : ndarray of shape (n_factors + 1,)
+        Learned step sizes: the bias's first, then each factor's.
+    inner_reg_ : float
+        Learned (or fixed) inner L2 strength λ.
+    user_ids_, item_ids_, global_mean_, item_biases_, item_factors_, \
+user_bias_prior_, user_factors_prior_, user_biases_, user_factors_, \
+loss_curve_, n_iter_, n_features_in_, feature_names_in_
+        As in :class:`MAMLFactorizationRecommender`.
+
+    See Also
+    --------
+    MAMLFactorizationRecommender : The same model with fixed α and λ.
+
+    References
+    ----------
+    Z. Li, F. Zhou, F. Chen and H. Li, "Meta-SGD: Learning to Learn Quickly
+    for Few-Shot Learning", arXiv:1707.09835, 2017.
+
+    Examples
+    --------
+    >>> from sklearn_metarec import MetaSGDFactorizationRecommender
+    >>> from sklearn_metarec.datasets import make_ratings
+    >>> X, y = make_ratings(n_users=60, n_items=40, random_state=0)
+    >>> model = MetaSGDFactorizationRecommender(n_factors=4, n_epochs=2, random_state=0).fit(X, y)
+    >>> model.inner_lr_.shape
+    (5,)
+    """
+
+    _parameter_constraints = {
+        **MAMLFactorizationRecommender._parameter_constraints,
+        "learn_inner_reg": ["boolean"],
+        "hyper_lr": [Interval(Real, 0, None, closed="neither"), None],
+    }
+    _learns_hyper = True
+
+    def __init__(
+        self,
+        n_factors=32,
+        *,
+        n_inner_steps=5,
+        inner_lr=0.15,
+        inner_reg=1e-3,
+        learn_inner_reg=True,
+        meta_lr=0.005,
+        hyper_lr=None,
+        reg=0.01,
+        meta_batch_size=32,
+        n_epochs=40,
+        n_support=(3, 20),
+        first_order=False,
+        init_std=0.1,
+        n_jobs=None,
+        random_state=None,
+        verbose=0,
+    ):
+        super().__init__(
+            n_factors, n_inner_steps=n_inner_steps, inner_lr=inner_lr, inner_reg=inner_reg,
+            meta_lr=meta_lr, reg=reg, meta_batch_size=meta_batch_size, n_epochs=n_epochs,
+            n_support=n_support, first_order=first_order, init_std=init_std, n_jobs=n_jobs,
+            random_state=random_state, verbose=verbose,
+        )
+        self.learn_inner_reg = learn_inner_reg
+        self.hyper_lr = hyper_lr
+
+    @property
+    def inner_lr_(self):
+        """ndarray of shape (n_factors + 1,): the learned α."""
+        return np.exp(self._hyper[:-1])
+
+    @property
+    def inner_reg_(self):
+        """float: the learned (or fixed) λ."""
+        return float(np.exp(self._hyper[-1])) if self.learn_inner_reg else float(self.inner_reg)
+
+    def _validate_params(self):
+        super()._validate_params()
+        if self.learn_inner_reg and self.inner_reg <= 0:
+            raise ValueError(
+                "inner_reg must be > 0 when learn_inner_reg=True: λ is learned in log "
+                f"space from its initial value; got inner_reg={self.inner_reg}."
+            )
+
+    def _init_theta(self, n_items, y, w):
+        theta = super()._init_theta(n_items, y, w)
+        lam = np.log(self.inner_reg) if self.learn_inner_reg else 0.0
+        self._hyper = np.r_[np.full(self.n_factors + 1, np.log(self.inner_lr)), lam]
+        self._hyper_m = np.zeros_like(self._hyper)
+        self._hyper_v = np.zeros_like(self._hyper)
+        return theta
+
+    def _alpha(self):
+        return self.inner_lr_
+
+    def _inner_reg(self):
+        return self.inner_reg_
+
+    def _hyper_step(self, grad_hyper):
+        # Chain rule into log space: ∂/∂log α = α ⊙ ∂/∂α, ∂/∂log λ = λ ∂/∂λ.
+        g = np.r_[grad_hyper[:-1] * self.inner_lr_, grad_hyper[-1] * self.inner_reg_]
+        if not self.learn_inner_reg:
+            g[-1] = 0.0
+        lr = self.meta_lr if self.hyper_lr is None else self.hyper_lr
+        K.adam_step(self._hyper, g, self._hyper_m, self._hyper_v, self._adam_step, float(lr))
+
+    def _finite(self):
+        return super()._finite() and bool(np.isfinite(self._hyper).all())

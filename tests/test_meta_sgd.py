@@ -1,0 +1,67 @@
+"""Meta-SGD: the recommender contract, learned step sizes, and the 5-shot gain
+over MAML at the same budget. Its hypergradients are checked against finite
+differences in test_gradients.py."""
+
+import functools
+
+import numpy as np
+import pytest
+
+from sklearn_metarec import MAMLFactorizationRecommender, MetaSGDFactorizationRecommender
+from sklearn_metarec.datasets import make_ratings
+from sklearn_metarec.metrics import rmse
+from sklearn_metarec.model_selection import cold_start_split
+
+from ._contract import RecommenderContract, small_data
+
+
+class TestMetaSGDContract(RecommenderContract):
+    estimator = functools.partial(MetaSGDFactorizationRecommender, n_factors=4, n_epochs=3, random_state=0)
+
+
+def test_learns_step_sizes_that_beat_maml_at_five_shots():
+    X, y = make_ratings(n_users=1500, n_items=400, random_state=0)
+    X_old, X_new, y_old, y_new = cold_start_split(X, y, n_support=0, test_size=0.2, random_state=0)
+    X_sup, X_q, y_sup, y_q = cold_start_split(X_new, y_new, n_support=5, test_size=1.0, random_state=0)
+    budget = dict(n_epochs=10, inner_lr=0.15, random_state=0)
+    maml = MAMLFactorizationRecommender(**budget).fit(X_old, y_old).fold_in(X_sup, y_sup)
+    meta_sgd = MetaSGDFactorizationRecommender(**budget).fit(X_old, y_old).fold_in(X_sup, y_sup)
+    alpha = meta_sgd.inner_lr_
+    assert np.mean(np.abs(alpha / 0.15 - 1) > 0.1) > 0.8  # nearly every step size moved
+    assert alpha[0] < 0.15 < np.median(alpha[1:])  # a cautious bias step, bolder factor steps
+    assert rmse(y_q, meta_sgd.predict(X_q)) < 0.98 * rmse(y_q, maml.predict(X_q))
+
+
+def test_fixed_inner_reg_stays_fixed_and_a_learned_one_needs_a_start():
+    X, y = small_data()
+    model = MetaSGDFactorizationRecommender(n_factors=3, n_epochs=2, inner_reg=0.02, learn_inner_reg=False,
+                                            random_state=0).fit(X, y)
+    assert model.inner_reg_ == 0.02
+    learned = MetaSGDFactorizationRecommender(n_factors=3, n_epochs=2, inner_reg=0.02, random_state=0).fit(X, y)
+    assert learned.inner_reg_ != 0.02
+    with pytest.raises(ValueError, match="inner_reg must be > 0"):
+        MetaSGDFactorizationRecommender(inner_reg=0.0).fit(X, y)
+
+
+def test_fit_equals_first_partial_fit_and_serving_uses_the_learned_steps():
+    X, y = small_data()
+    params = dict(n_factors=4, n_epochs=1, random_state=5)
+    fitted = MetaSGDFactorizationRecommender(**params).fit(X, y)
+    online = MetaSGDFactorizationRecommender(**params).partial_fit(X, y)
+    np.testing.assert_array_equal(fitted.predict(X), online.predict(X))
+    np.testing.assert_array_equal(fitted.inner_lr_, online.inner_lr_)
+    # Folding in with the learned α differs from folding in with the initial one.
+    new = np.array([[999, X[0, 1]], [999, X[1, 1]], [999, X[2, 1]]])
+    fitted.fold_in(new, [5.0, 1.0, 4.0])
+    as_maml = MAMLFactorizationRecommender(**params).fit(X, y)
+    as_maml._theta = fitted._theta.copy()
+    as_maml.fold_in(new, [5.0, 1.0, 4.0])
+    assert not np.allclose(fitted.predict(new), as_maml.predict(new))
+
+
+def test_divergence_is_reported():
+    from sklearn_metarec import DivergenceError
+
+    X, y = small_data()
+    with pytest.raises(DivergenceError):
+        MetaSGDFactorizationRecommender(n_factors=3, n_epochs=5, inner_lr=5.0, random_state=0).fit(X, y)
