@@ -29,6 +29,10 @@ The model is biased matrix factorization,
       ∂/∂q_j  −= (2 w_j / W_S) [(x_jᵀṽ) p_t + e_j ṽ_p]
   and ∂/∂φ₀ = v_0. First-order MAML keeps only v_T and the query terms,
   which is exactly the query gradient at the adapted parameters.
+* Meta-SGD hypergradients, in the same pass: φ_{t+1} depends on α and λ
+  directly through −α ⊙ g(φ_t), so
+      ∂/∂α −= v_{t+1} ⊙ g(φ_t),      ∂/∂λ −= 2 ṽᵀ φ_t;
+  the first-order variant uses v_T in place of every v_{t+1}.
   Memory per task is the T+1 iterates φ_t: O(T·d).
 
 Kernels take plain arrays and scalars only. No cached kernel calls a
