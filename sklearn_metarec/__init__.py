@@ -5,6 +5,7 @@ from ._data import ContextColumnsIgnoredWarning
 from .factorization import FactorizationRecommender
 from .maml import MAMLFactorizationRecommender
 from .meta_sgd import MetaSGDFactorizationRecommender
+from .reptile import ReptileFactorizationRecommender
 
 __version__ = "0.1.0"
 
@@ -14,4 +15,5 @@ __all__ = [
     "FactorizationRecommender",
     "MAMLFactorizationRecommender",
     "MetaSGDFactorizationRecommender",
+    "ReptileFactorizationRecommender",
 ]

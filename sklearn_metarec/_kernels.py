@@ -340,6 +340,111 @@ def meta_batch_grad(
     return loss
 
 
+@_jit(parallel=True)
+def reptile_batch(
+    indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets,
+    theta, n_items, alpha, lam, item_lr, n_steps, adapt_items, delta,
+):
+    """Reptile's direction for a meta-batch: ``delta`` ← the mean over tasks
+    of (adapted − initial) parameters. Each task runs ``n_steps`` of gradient
+    descent on its support loss L_S, on φ (steps α) and, with
+    ``adapt_items``, on its support items' (b_i, q_i) (step ``item_lr``), all
+    from the same iterate. μ is not adapted. φ₀'s direction is the mean over
+    tasks; an item's is the mean over its adapted copies (one per rating in
+    a support set). Returns the mean support loss at the initial parameters
+    (before adaptation).
+    """
+    d = alpha.shape[0]
+    k = d - 1
+    mu = theta[0]
+    phi0, bi, Q = unpack(theta, n_items, d)
+    n_tasks = users.shape[0]
+    perm = np.empty(offsets[n_tasks], dtype=np.int64)
+    d_item = np.zeros((offsets[n_tasks], d))
+    d_phi = np.zeros((n_tasks, d))
+    n_sups = np.zeros(n_tasks, dtype=np.int64)
+    losses = np.zeros(n_tasks)
+    for b in prange(n_tasks):
+        lo = offsets[b]
+        pos = perm[lo : offsets[b + 1]]
+        s = _sample_task(indptr, users[b], sup_lo, sup_hi, seed, pos)
+        n_sups[b] = s
+        phi = phi0.copy()
+        lb = np.empty(s)
+        lq = np.empty((s, k))
+        for jj in range(s):
+            i = items[pos[jj]]
+            lb[jj] = bi[i]
+            lq[jj, :] = Q[i]
+        ws = 0.0
+        for jj in range(s):
+            ws += weights[pos[jj]]
+        g = np.empty(d)
+        gb = np.zeros(s)
+        gq = np.zeros((s, k))
+        for t in range(n_steps + 1):
+            loss = 0.0
+            for a in range(d):
+                g[a] = 2.0 * lam * phi[a]
+                loss += lam * phi[a] * phi[a]
+            if ws > 0.0:
+                for jj in range(s):
+                    j = pos[jj]
+                    e = mu + lb[jj] + phi[0] - ratings[j]
+                    for f in range(k):
+                        e += phi[1 + f] * lq[jj, f]
+                    loss += weights[j] / ws * e * e
+                    c = 2.0 * weights[j] / ws * e
+                    g[0] += c
+                    gb[jj] = c
+                    for f in range(k):
+                        g[1 + f] += c * lq[jj, f]
+                        gq[jj, f] = c * phi[1 + f]
+            if t == 0:
+                losses[b] = loss
+            if t == n_steps:
+                break
+            for a in range(d):
+                phi[a] -= alpha[a] * g[a]
+            if adapt_items:
+                for jj in range(s):
+                    lb[jj] -= item_lr * gb[jj]
+                    for f in range(k):
+                        lq[jj, f] -= item_lr * gq[jj, f]
+        for a in range(d):
+            d_phi[b, a] = phi[a] - phi0[a]
+        for jj in range(s):
+            i = items[pos[jj]]
+            d_item[lo + jj, 0] = lb[jj] - bi[i]
+            for f in range(k):
+                d_item[lo + jj, 1 + f] = lq[jj, f] - Q[i, f]
+    # Serial reduction in task order, as in meta_batch_grad. An item's
+    # direction is averaged over the adapted copies of it, not over every
+    # task: most tasks never touch a given item, and counting them would
+    # shrink item updates by the batch size.
+    delta[:] = 0.0
+    dphi0, dbi, dQ = unpack(delta, n_items, d)
+    copies = np.zeros(n_items)
+    scale = 1.0 / n_tasks
+    total = 0.0
+    for b in range(n_tasks):
+        total += losses[b] * scale
+        for a in range(d):
+            dphi0[a] += d_phi[b, a] * scale
+        for p in range(offsets[b], offsets[b] + n_sups[b]):
+            i = items[perm[p]]
+            copies[i] += 1.0
+            dbi[i] += d_item[p, 0]
+            for f in range(k):
+                dQ[i, f] += d_item[p, 1 + f]
+    for i in range(n_items):
+        if copies[i] > 1.0:
+            dbi[i] /= copies[i]
+            for f in range(k):
+                dQ[i, f] /= copies[i]
+    return total
+
+
 @_jit()
 def adam_step(theta, grad, m, v, step, lr):
     """One Adam update (β₁ = 0.9, β₂ = 0.999, ε = 1e-8); ``step`` counts from 1."""

@@ -1,0 +1,145 @@
+"""Reptile over biased matrix factorization: first-order meta-learning by
+interpolation toward each user's adapted parameters."""
+
+import numbers
+
+import numpy as np
+from sklearn.utils._param_validation import Interval
+
+from . import _kernels as K
+from .maml import MAMLFactorizationRecommender
+
+
+class ReptileFactorizationRecommender(MAMLFactorizationRecommender):
+    """Reptile: meta-learning by moving toward adapted parameters.
+
+    For each user of a meta-batch, the user parameters φ (from the prior
+    φ₀) and, with ``adapt_items``, the parameters of the items in the user's
+    support set are adapted by ``n_inner_steps`` gradient steps on the
+    support loss. The meta-parameters then move toward the adapted ones:
+    ``θ ← θ + meta_lr · mean(θ̃ − θ)``. No gradient flows through the inner
+    loop, so a meta-step costs about one inner loop per task. μ stays at the
+    global mean of the ratings fitted first.
+
+    Serving is as in :class:`MAMLFactorizationRecommender`: users are
+    adapted from φ₀ by ``n_inner_steps`` steps on their ratings.
+
+    Parameters
+    ----------
+    n_factors : int, default=32
+        Number of latent factors k.
+    n_inner_steps : int, default=5
+        Gradient steps T of the inner loop.
+    inner_lr : float, default=0.15
+        Step size α for the user parameters.
+    inner_reg : float, default=0.0
+        L2 strength λ on the user parameters in the inner loop.
+    adapt_items : bool, default=True
+        Adapt the support items' biases and factors in the inner loop too.
+        Without it only φ₀ is meta-learned and the items keep their start.
+    item_lr : float, default=None
+        Step size for the item parameters; ``inner_lr`` when None.
+    meta_lr : float, default=1.0
+        Interpolation step ε in (0, 1] toward the adapted parameters.
+    meta_batch_size : int, default=32
+        Users (tasks) per meta-update.
+    n_epochs : int, default=40
+        Passes over the training users in :meth:`fit`.
+    n_support : int, float or (int, int), default=(3, 20)
+        Ratings a task adapts on, as in :class:`MAMLFactorizationRecommender`.
+    init_std : float, default=0.1
+        Standard deviation of the random initial factors.
+    n_jobs : int, default=None
+        Threads for the Numba kernels; results are identical for any number.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialization and task sampling.
+    verbose : int, default=0
+        Print the support loss after every epoch when positive.
+
+    Attributes
+    ----------
+    user_ids_, item_ids_, global_mean_, item_biases_, item_factors_, \
+user_bias_prior_, user_factors_prior_, user_biases_, user_factors_, \
+n_iter_, n_features_in_, feature_names_in_
+        As in :class:`MAMLFactorizationRecommender`.
+    loss_curve_ : list of float
+        Mean support loss at the meta-parameters, before adaptation, per epoch.
+
+    References
+    ----------
+    A. Nichol, J. Achiam and J. Schulman, "On First-Order Meta-Learning
+    Algorithms", arXiv:1803.02999, 2018.
+
+    Examples
+    --------
+    >>> from sklearn_metarec import ReptileFactorizationRecommender
+    >>> from sklearn_metarec.datasets import make_ratings
+    >>> X, y = make_ratings(n_users=60, n_items=40, random_state=0)
+    >>> model = ReptileFactorizationRecommender(n_factors=4, n_epochs=2, random_state=0)
+    >>> model.fit(X, y).predict([[0, 1], ["new user", 1]]).shape
+    (2,)
+    """
+
+    _parameter_constraints = {
+        **{key: value for key, value in MAMLFactorizationRecommender._parameter_constraints.items()
+           if key not in ("first_order", "reg")},
+        "adapt_items": ["boolean"],
+        "item_lr": [Interval(numbers.Real, 0, None, closed="neither"), None],
+        "meta_lr": [Interval(numbers.Real, 0, 1, closed="right")],
+    }
+
+    def __init__(
+        self,
+        n_factors=32,
+        *,
+        n_inner_steps=5,
+        inner_lr=0.15,
+        inner_reg=0.0,
+        adapt_items=True,
+        item_lr=None,
+        meta_lr=1.0,
+        meta_batch_size=32,
+        n_epochs=40,
+        n_support=(3, 20),
+        init_std=0.1,
+        n_jobs=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.n_factors = n_factors
+        self.n_inner_steps = n_inner_steps
+        self.inner_lr = inner_lr
+        self.inner_reg = inner_reg
+        self.adapt_items = adapt_items
+        self.item_lr = item_lr
+        self.meta_lr = meta_lr
+        self.meta_batch_size = meta_batch_size
+        self.n_epochs = n_epochs
+        self.n_support = n_support
+        self.init_std = init_std
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _meta_epoch(self, indptr, items, ratings, weights, order, lo, hi, seed):
+        """One pass over ``order`` in meta-batches: one kernel call for the
+        Reptile direction of each batch, then the interpolation step."""
+        n_items = len(self._item_vocab)
+        alpha = self._alpha()
+        item_lr = float(self.inner_lr if self.item_lr is None else self.item_lr)
+        delta = np.empty_like(self._theta)
+        counts = indptr[order + 1] - indptr[order]
+        losses = []
+        for start in range(0, len(order), self.meta_batch_size):
+            batch = order[start : start + self.meta_batch_size]
+            offsets = np.zeros(len(batch) + 1, dtype=np.int64)
+            np.cumsum(counts[start : start + len(batch)], out=offsets[1:])
+            loss = K.reptile_batch(
+                indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
+                alpha, float(self.inner_reg), item_lr, self.n_inner_steps, bool(self.adapt_items), delta,
+            )
+            losses.append(loss)
+            if not loss < self._loss_limit:  # also catches NaN
+                break
+            self._theta += float(self.meta_lr) * delta
+        return np.array(losses)

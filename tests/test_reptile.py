@@ -1,0 +1,94 @@
+"""Reptile: its update against a direct NumPy re-implementation, and the
+recommender contract."""
+
+import functools
+
+import numpy as np
+import pytest
+
+from sklearn_metarec import ReptileFactorizationRecommender
+from sklearn_metarec import _kernels as K
+
+from . import _reference as R
+from ._contract import RecommenderContract, small_data
+from .test_gradients import random_problem, tasks_of
+
+
+class TestReptileContract(RecommenderContract):
+    estimator = functools.partial(ReptileFactorizationRecommender, n_factors=4, n_epochs=3, random_state=0)
+
+
+def reptile_reference(p, tasks, lam, item_lr, n_steps, adapt_items):
+    """Reptile's direction, written plainly: adapt φ and per-rating copies of
+    the support items by gradient descent on the support loss, then average
+    φ's change over tasks and each item's over its copies."""
+    mu, phi0, bi, Q = R.split_theta(p["theta"], p["n_items"], p["d"])
+    delta = np.zeros_like(p["theta"])
+    _, dphi0, dbi, dQ = R.split_theta(delta, p["n_items"], p["d"])
+    copies = np.zeros(p["n_items"])
+    for support, _ in tasks:
+        it, r, w = p["items"][support], p["ratings"][support], p["weights"][support]
+        phi, b, q = phi0.copy(), bi[it].copy(), Q[it].copy()
+        for _ in range(n_steps):
+            e = mu + b + phi[0] + q @ phi[1:] - r
+            c = 2 * w * e / w.sum()
+            g_phi = 2 * lam * phi + np.r_[c.sum(), q.T @ c]
+            g_b, g_q = c, np.outer(c, phi[1:])
+            phi = phi - p["alpha"] * g_phi
+            if adapt_items:
+                b, q = b - item_lr * g_b, q - item_lr * g_q
+        dphi0 += (phi - phi0) / len(tasks)
+        np.add.at(dbi, it, b - bi[it])
+        np.add.at(dQ, it, q - Q[it])
+        np.add.at(copies, it, 1.0)
+    seen = copies > 0
+    dbi[seen] /= copies[seen]
+    dQ[seen] /= copies[seen, None]
+    return delta
+
+
+@pytest.mark.parametrize("n_steps", [1, 3])
+@pytest.mark.parametrize("adapt_items", [True, False])
+def test_update_matches_numpy(n_steps, adapt_items):
+    p = random_problem(n_steps, 6, 5, 3)  # few items: copies of one item across tasks
+    users = np.arange(6, dtype=np.int64)
+    offsets = np.r_[0, np.cumsum(np.diff(p["indptr"]))].astype(np.int64)
+    delta = np.empty_like(p["theta"])
+    loss = K.reptile_batch(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"],
+                           p["sup_hi"], 4, offsets, p["theta"], p["n_items"], p["alpha"], 0.05, 0.2,
+                           n_steps, adapt_items, delta)
+    tasks = tasks_of(p, users, 4, offsets)
+    expected = reptile_reference(p, tasks, 0.05, 0.2, n_steps, adapt_items)
+    np.testing.assert_allclose(delta, expected, rtol=1e-10, atol=1e-13)
+    assert np.abs(delta[1 + p["d"] :]).max() > 0 if adapt_items else not delta[1 + p["d"] :].any()
+    mu, phi0, bi, Q = R.split_theta(p["theta"], p["n_items"], p["d"])
+    support_losses = [
+        R.task_loss(p["theta"], p["n_items"], p["d"], [], s, p["items"], p["ratings"], p["weights"],
+                    p["alpha"], 0.0, 0.0, 0) + 0.05 * phi0 @ phi0
+        for s, _ in tasks
+    ]
+    assert loss == pytest.approx(np.mean(support_losses), rel=1e-12)
+
+
+def test_a_meta_step_interpolates_toward_the_adapted_parameters():
+    X, y = small_data()
+    model = ReptileFactorizationRecommender(n_factors=3, n_epochs=0, meta_batch_size=1000,
+                                            random_state=0).fit(X, y)
+    start = model._theta.copy()
+    indptr, items, ratings, weights = model._log.csr(len(model.user_ids_))
+    from sklearn_metarec.maml import support_bounds
+
+    lo, hi = support_bounds(model.n_support, np.diff(indptr))
+    order = np.arange(len(model.user_ids_))
+    offsets = np.r_[0, np.cumsum(np.diff(indptr))].astype(np.int64)
+    delta = np.empty_like(start)
+    K.reptile_batch(indptr, items, ratings, weights, order, lo, hi, 11, offsets, start, len(model.item_ids_),
+                    model._alpha(), 0.0, model.inner_lr, model.n_inner_steps, True, delta)
+    model.set_params(meta_lr=0.3)._meta_epoch(indptr, items, ratings, weights, order, lo, hi, 11)
+    np.testing.assert_allclose(model._theta, start + 0.3 * delta, rtol=1e-12)
+
+
+def test_meta_lr_must_be_an_interpolation_step():
+    X, y = small_data()
+    with pytest.raises(ValueError, match="meta_lr"):
+        ReptileFactorizationRecommender(meta_lr=1.5).fit(X, y)
