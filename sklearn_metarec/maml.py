@@ -292,6 +292,16 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
                     f"{time.perf_counter() - start:.2f} s"
                 )
 
+    def _batches(self, indptr, order):
+        """Meta-batches of ``order`` and the running sums of their users'
+        rating counts, which the kernels use to lay out their tasks."""
+        counts = indptr[order + 1] - indptr[order]
+        for start in range(0, len(order), self.meta_batch_size):
+            batch = order[start : start + self.meta_batch_size]
+            offsets = np.zeros(len(batch) + 1, dtype=np.int64)
+            np.cumsum(counts[start : start + len(batch)], out=offsets[1:])
+            yield batch, offsets
+
     def _finite(self):
         return bool(np.isfinite(self._theta).all())
 
@@ -303,12 +313,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         alpha = self._alpha()
         grad = np.empty_like(self._theta)
         grad_hyper = np.empty(len(alpha) + 1)
-        counts = indptr[order + 1] - indptr[order]
         losses = []
-        for start in range(0, len(order), self.meta_batch_size):
-            batch = order[start : start + self.meta_batch_size]
-            offsets = np.zeros(len(batch) + 1, dtype=np.int64)
-            np.cumsum(counts[start : start + len(batch)], out=offsets[1:])
+        for batch, offsets in self._batches(indptr, order):
             loss = K.meta_batch_grad(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets,
                 self._theta, n_items, alpha, self._inner_reg(), float(self.reg),

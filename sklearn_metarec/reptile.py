@@ -128,12 +128,8 @@ n_iter_, n_features_in_, feature_names_in_
         alpha = self._alpha()
         item_lr = float(self.inner_lr if self.item_lr is None else self.item_lr)
         delta = np.empty_like(self._theta)
-        counts = indptr[order + 1] - indptr[order]
         losses = []
-        for start in range(0, len(order), self.meta_batch_size):
-            batch = order[start : start + self.meta_batch_size]
-            offsets = np.zeros(len(batch) + 1, dtype=np.int64)
-            np.cumsum(counts[start : start + len(batch)], out=offsets[1:])
+        for batch, offsets in self._batches(indptr, order):
             loss = K.reptile_batch(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
                 alpha, float(self.inner_reg), item_lr, self.n_inner_steps, bool(self.adapt_items), delta,
