@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import numba
 import numpy as np
+from scipy.special import expit
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -137,7 +138,14 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
 
     def _check_ratings(self, X, y, sample_weight, reset):
         users, items = self._check_X(X, reset)
+        if y is None and self._logistic:
+            y = np.ones(len(users))  # implicit feedback: every row is a positive
         y = check_ratings(y, len(users))
+        if self._logistic and (y.min() < 0.0 or y.max() > 1.0):
+            raise ValueError(
+                "loss='logistic' needs targets in [0, 1] (0/1 labels, or leave y out "
+                f"for positives only); y holds values in [{y.min():g}, {y.max():g}]."
+            )
         w = check_weights(sample_weight, len(users))
         return users, items, y, w
 
@@ -149,7 +157,24 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         users, items, y, w = self._check_ratings(X, y, sample_weight, reset=reset)
         if reset:
             self._start(check_random_state(self.random_state))
+            if self._logistic and self.n_negatives == 0 and (y == 1.0).all():
+                raise ValueError(
+                    "y holds only positives (or was left out) and n_negatives=0: "
+                    "loss='logistic' needs negatives; set n_negatives >= 1 or pass 0/1 labels."
+                )
         return users, items, y, w
+
+    # ------------------------------------------------------------------
+    # The loss
+
+    @property
+    def _logistic(self):
+        return getattr(self, "loss", "squared") == "logistic"
+
+    def _n_neg(self):
+        """Negatives to sample per rating: ``n_negatives`` under the logistic
+        loss when every rating so far is a positive, else none."""
+        return int(self.n_negatives) if self._logistic and self._all_positive else 0
 
     # ------------------------------------------------------------------
     # State
@@ -161,6 +186,11 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         self._user_vocab = Vocabulary("user")
         self._item_vocab = Vocabulary("item")
         self._log = RatingLog()
+        self._all_positive = True
+        if self._logistic:
+            # Serving draws its own negatives; a seed of their own keeps
+            # fold-in from consuming the training stream.
+            self._serve_seed = int(rng.randint(np.iinfo(np.int64).max, dtype=np.int64))
         self.n_iter_ = 0
 
     def _add_ratings(self, users, items, y, w, new_items):
@@ -204,6 +234,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             self._user_buf = buf
         self._user_buf[n_users_old:n_users] = self._theta[1 : 1 + d]
         self._log.append(u, i, y, w)
+        self._all_positive = self._all_positive and bool((y == 1.0).all())
         return np.unique(u), (u, i, y, w), n_users_old
 
     def _refresh_users(self, users, fresh=None, n_users_old=None):
@@ -220,7 +251,9 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             csr = self._log.csr(len(self._user_vocab))
             local = users
         with numba_threads(self.n_jobs):
-            rows = self._solve_users(*csr, local)
+            # ``users`` (the global codes) key each user's sampled negatives,
+            # so a user's fold-in does not depend on who is folded in with it.
+            rows = self._solve_users(*csr, local, users)
         if not np.isfinite(rows).all():
             raise DivergenceError(
                 "Adapting users diverged: parameters became NaN or infinite. "
@@ -247,7 +280,8 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
-            Predicted ratings.
+            Predicted ratings; with ``loss="logistic"``, the probabilities
+            σ(r̂) of a positive.
         """
         check_is_fitted(self)
         users, items = self._check_X(X, reset=False)
@@ -256,9 +290,9 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         out = np.empty(len(u))
         with numba_threads(self.n_jobs):
             K.predict(u, i, self._users, self._theta, len(self._item_vocab), self._users.shape[1], out)
-        return out
+        return expit(out) if self._logistic else out
 
-    def fold_in(self, X, y, sample_weight=None):
+    def fold_in(self, X, y=None, sample_weight=None):
         """Fold new ratings into the users' parameters; the cheap serving path.
 
         Each user in ``X`` (new or known) gets parameters recomputed from all
@@ -272,8 +306,9 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         ----------
         X : array-like or DataFrame of shape (n_samples, n_columns)
             (user id, item id) rows.
-        y : array-like of shape (n_samples,)
-            Ratings.
+        y : array-like of shape (n_samples,), default=None
+            Ratings, or 0/1 labels with ``loss="logistic"``; None (logistic
+            loss only) means every row is a positive.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each rating.
 
@@ -292,7 +327,8 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         """Top-``n`` items for each user, best first.
 
         Items are ranked by the predicted rating, exactly as ``predict``
-        scores them. An unknown user is ranked with the population prior, so
+        scores them (with ``loss="logistic"``, by the score r̂, whose order
+        is that of the probabilities). An unknown user is ranked with the population prior, so
         every unknown user gets the same list. Ties go to the item listed
         first (in ``items``, or in ``item_ids_``).
 
@@ -315,7 +351,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             Recommended item ids, ``n_out = min(n, n_candidates)``; 1-D if
             ``users`` is a single id.
         scores : ndarray of shape (n_users, n_out)
-            Their predicted ratings. A user left with fewer than ``n_out``
+            Their predictions, as ``predict`` gives them. A user left with fewer than ``n_out``
             eligible items gets ``-inf`` in the trailing slots (whose ids are
             excluded items).
 
@@ -348,6 +384,8 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             if len(np.unique(known)) < len(known):
                 raise ValueError("items holds the same item id more than once.")
         pos, scores = self._top_n(self._user_vocab.lookup(users), int(n), exclude_seen, candidates)
+        if self._logistic:  # −∞ stays the mark of an excluded item
+            scores = np.where(np.isneginf(scores), -np.inf, expit(scores))
         ids = candidate_ids[pos]
         return (ids[0], scores[0]) if single else (ids, scores)
 

@@ -112,69 +112,78 @@ def unpack(theta, n_items, d):
 
 
 # --------------------------------------------------------------------------
-# The model: residual, support gradient, inner loop
+# The model: per-rating loss, support gradient, inner loop
 # --------------------------------------------------------------------------
 
 
 @_jit()
-def _residual(mu, bi, Q, phi, i, r):
-    """e = μ + b_i + φ_b + φ_pᵀ q_i − r."""
-    e = mu + bi[i] + phi[0] - r
-    for f in range(Q.shape[1]):
-        e += phi[1 + f] * Q[i, f]
-    return e
+def _loss_terms(s, y, logistic):
+    """(ℓ, ℓ', ℓ'') of one rating with score s and target y: the squared
+    error (s − y)², or the binary cross-entropy of σ(s) against y."""
+    if logistic:
+        # σ(s) and softplus(s) = log(1 + eˢ) in forms that cannot overflow.
+        if s >= 0.0:
+            z = math.exp(-s)
+            p = 1.0 / (1.0 + z)
+            softplus = s + math.log1p(z)
+        else:
+            z = math.exp(s)
+            p = z / (1.0 + z)
+            softplus = math.log1p(z)
+        return softplus - y * s, p - y, p * (1.0 - p)
+    e = s - y
+    return e * e, 2.0 * e, 2.0
 
 
 @_jit()
-def _support_grad(phi, pos, items, ratings, weights, mu, bi, Q, lam, g):
-    """g ← ∇φ L_S(φ) over the ratings at CSR positions ``pos``."""
+def _support_grad(phi, n_sup, items, ratings, weights, mu, bi, Q, lam, logistic, g):
+    """g ← ∇φ L_S(φ) over the first ``n_sup`` ratings of a task."""
     d = phi.shape[0]
     for a in range(d):
         g[a] = 2.0 * lam * phi[a]
     ws = 0.0
-    for jj in range(pos.shape[0]):
-        ws += weights[pos[jj]]
+    for j in range(n_sup):
+        ws += weights[j]
     if ws <= 0.0:
         return
-    for jj in range(pos.shape[0]):
-        j = pos[jj]
+    for j in range(n_sup):
         i = items[j]
-        c = 2.0 * weights[j] / ws * _residual(mu, bi, Q, phi, i, ratings[j])
+        _, dl, _ = _loss_terms(_score(mu, bi, Q, phi, i), ratings[j], logistic)
+        c = weights[j] / ws * dl
         g[0] += c
         for f in range(d - 1):
             g[1 + f] += c * Q[i, f]
 
 
 @_jit()
-def _inner_loop(phis, pos, items, ratings, weights, mu, bi, Q, alpha, lam, g):
+def _inner_loop(phis, n_sup, items, ratings, weights, mu, bi, Q, alpha, lam, logistic, g):
     """Fill ``phis[1:]`` with the inner-loop iterates from ``phis[0]``."""
     d = phis.shape[1]
     for t in range(phis.shape[0] - 1):
-        _support_grad(phis[t], pos, items, ratings, weights, mu, bi, Q, lam, g)
+        _support_grad(phis[t], n_sup, items, ratings, weights, mu, bi, Q, lam, logistic, g)
         for a in range(d):
             phis[t + 1, a] = phis[t, a] - alpha[a] * g[a]
 
 
 @_jit()
 def _task_meta_grad(
-    pos, n_sup, items, ratings, weights, mu, phi0, bi, Q,
-    alpha, lam, reg, n_steps, first_order, hyper, phis, g_item, g_phi0, g_alpha,
+    n_sup, items, ratings, weights, mu, phi0, bi, Q, alpha, lam, reg, n_steps,
+    first_order, hyper, logistic, phis, g_item, g_phi0, g_alpha,
 ):
     """Query loss of one task and its meta-gradient.
 
-    ``pos[:n_sup]`` is the support set, ``pos[n_sup:]`` the query set.
-    ``g_item[j]`` receives ∂/∂(b_i, q_i) for the item at ``pos[j]``;
-    ``g_phi0`` receives ∂/∂φ₀. With ``hyper``, ``g_alpha`` receives ∂/∂α and
-    the returned ∂/∂λ is filled in (Meta-SGD); ``first_order`` then uses
-    v_T for every step. Returns (loss, ∂loss/∂μ, ∂loss/∂λ).
+    The task's arrays hold its support set first (``n_sup`` entries), then
+    its query set. ``g_item[j]`` receives ∂/∂(b_i, q_i) for the item of
+    entry j; ``g_phi0`` receives ∂/∂φ₀. With ``hyper``, ``g_alpha`` receives
+    ∂/∂α and the returned ∂/∂λ is filled in (Meta-SGD); ``first_order`` then
+    uses v_T for every step. Returns (loss, ∂loss/∂μ, ∂loss/∂λ).
     """
     d = phi0.shape[0]
     k = d - 1
-    sup = pos[:n_sup]
-    qry = pos[n_sup:]
+    m = items.shape[0]
     g = np.empty(d)
     phis[0, :] = phi0
-    _inner_loop(phis, sup, items, ratings, weights, mu, bi, Q, alpha, lam, g)
+    _inner_loop(phis, n_sup, items, ratings, weights, mu, bi, Q, alpha, lam, logistic, g)
     phi = phis[n_steps]
 
     # Query loss and its direct gradients at φ_T.
@@ -182,32 +191,30 @@ def _task_meta_grad(
     loss = 0.0
     g_mu = 0.0
     wq = 0.0
-    for jj in range(qry.shape[0]):
-        wq += weights[qry[jj]]
+    for j in range(n_sup, m):
+        wq += weights[j]
     if wq > 0.0:
-        for jj in range(qry.shape[0]):
-            j = qry[jj]
+        for j in range(n_sup, m):
             i = items[j]
             w = weights[j] / wq
-            e = _residual(mu, bi, Q, phi, i, ratings[j])
+            ell, dl, _ = _loss_terms(_score(mu, bi, Q, phi, i), ratings[j], logistic)
             sq = bi[i] * bi[i]
             for f in range(k):
                 sq += Q[i, f] * Q[i, f]
-            loss += w * (e * e + reg * sq)
-            c = 2.0 * w * e
+            loss += w * (ell + reg * sq)
+            c = w * dl
             g_mu += c
             v[0] += c
-            row = n_sup + jj
-            g_item[row, 0] += c + 2.0 * w * reg * bi[i]
+            g_item[j, 0] += c + 2.0 * w * reg * bi[i]
             for f in range(k):
                 v[1 + f] += c * Q[i, f]
-                g_item[row, 1 + f] += c * phi[1 + f] + 2.0 * w * reg * Q[i, f]
+                g_item[j, 1 + f] += c * phi[1 + f] + 2.0 * w * reg * Q[i, f]
 
     g_lam = 0.0
     if hyper or not first_order:
         ws = 0.0
-        for jj in range(n_sup):
-            ws += weights[sup[jj]]
+        for j in range(n_sup):
+            ws += weights[j]
         vt = np.empty(d)
         hv = np.empty(d)
         gt = np.empty(d)
@@ -218,12 +225,11 @@ def _task_meta_grad(
                 hv[a] = 2.0 * lam * vt[a]
                 gt[a] = 2.0 * lam * phi_t[a]
             if ws > 0.0:
-                for jj in range(n_sup):
-                    j = sup[jj]
+                for j in range(n_sup):
                     i = items[j]
-                    c = 2.0 * weights[j] / ws
-                    e = _residual(mu, bi, Q, phi_t, i, ratings[j])
-                    ce = c * e
+                    c = weights[j] / ws
+                    _, dl, d2l = _loss_terms(_score(mu, bi, Q, phi_t, i), ratings[j], logistic)
+                    ce = c * dl
                     if hyper:
                         gt[0] += ce
                         for f in range(k):
@@ -233,13 +239,13 @@ def _task_meta_grad(
                     xv = vt[0]
                     for f in range(k):
                         xv += vt[1 + f] * Q[i, f]
-                    cx = c * xv
+                    cx = c * d2l * xv
                     hv[0] += cx
                     g_mu -= cx
-                    g_item[jj, 0] -= cx
+                    g_item[j, 0] -= cx
                     for f in range(k):
                         hv[1 + f] += cx * Q[i, f]
-                        g_item[jj, 1 + f] -= cx * phi_t[1 + f] + ce * vt[1 + f]
+                        g_item[j, 1 + f] -= cx * phi_t[1 + f] + ce * vt[1 + f]
             if hyper:
                 # φ_{t+1} = φ_t − α ⊙ g(φ_t):  ∂/∂α = −g(φ_t),  ∂/∂λ = −2 α ⊙ φ_t.
                 for a in range(d):
@@ -253,70 +259,137 @@ def _task_meta_grad(
 
 
 # --------------------------------------------------------------------------
-# Meta-batches and meta-epochs
+# Tasks: support and query sets, sampled negatives
 # --------------------------------------------------------------------------
 
 
 @_jit()
-def _sample_task(indptr, u, sup_lo, sup_hi, seed, perm):
-    """Fill ``perm`` with the CSR positions of user ``u``'s ratings, a random
-    support set first; returns the support size, drawn uniformly in
-    [sup_lo[u], sup_hi[u]]. Keyed by (seed, u) alone, so a task does not
-    depend on the batch or the thread it lands in."""
+def _kth_unseen(seen, r):
+    """The r-th (from 0) item code absent from ``seen`` (sorted, unique).
+    Before ``seen[j]`` lie ``seen[j] − j`` absent codes, a non-decreasing
+    count, so a binary search finds how many seen codes precede the answer."""
+    lo = 0
+    hi = seen.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if seen[mid] - mid <= r:
+            lo = mid + 1
+        else:
+            hi = mid
+    return r + lo
+
+
+@_jit()
+def _draw_negatives(state, seen, n_items, n_neg, src_w, t_items, t_y, t_w):
+    """``n_neg`` items the user never rated for each of ``len(src_w)``
+    positives, uniformly over the unrated items, each with target 0 and its
+    positive's weight (weight 0 if the user rated every item)."""
+    n_free = n_items - seen.shape[0]
+    for a in range(src_w.shape[0]):
+        for b in range(n_neg):
+            o = a * n_neg + b
+            t_y[o] = 0.0
+            if n_free <= 0:
+                t_items[o] = seen[0]
+                t_w[o] = 0.0
+                continue
+            state, r = _randbelow(state, n_free)
+            t_items[o] = _kth_unseen(seen, r)
+            t_w[o] = src_w[a]
+    return state
+
+
+@_jit()
+def _build_task(indptr, items, ratings, weights, u, key, s_lo, s_hi, seed, n_items, n_neg,
+                t_items, t_y, t_w):
+    """Lay out user ``u``'s task in ``t_*`` (length (1 + n_neg)·n for n
+    ratings): the support set's ratings, their negatives, then the query
+    set's ratings and their negatives. The support size is drawn uniformly
+    in [s_lo, s_hi], the support by a partial Fisher–Yates shuffle, then
+    the negatives, all from one stream keyed by (seed, key), so a task does
+    not depend on the batch or the thread it lands in. Returns the length
+    of the support part, (1 + n_neg)·s."""
     start = indptr[u]
     n = indptr[u + 1] - start
-    for a in range(n):
-        perm[a] = start + a
-    state = _task_state(seed, u)
-    state, s = _randbelow(state, sup_hi[u] - sup_lo[u] + 1)
-    s += sup_lo[u]
-    for a in range(s):  # partial Fisher-Yates: only the support is drawn
+    perm = np.arange(start, start + n)
+    state = _task_state(seed, key)
+    state, s = _randbelow(state, s_hi - s_lo + 1)
+    s += s_lo
+    for a in range(s):  # only the support is drawn
         state, r = _randbelow(state, n - a)
         tmp = perm[a]
         perm[a] = perm[a + r]
         perm[a + r] = tmp
-    return s
+    m_sup = s * (1 + n_neg)
+    for a in range(n):
+        o = a if a < s else m_sup + a - s
+        j = perm[a]
+        t_items[o] = items[j]
+        t_y[o] = ratings[j]
+        t_w[o] = weights[j]
+    if n_neg > 0:
+        seen = np.unique(items[start : start + n])
+        state = _draw_negatives(state, seen, n_items, n_neg, t_w[:s],
+                                t_items[s:m_sup], t_y[s:m_sup], t_w[s:m_sup])
+        q = m_sup + n - s
+        _draw_negatives(state, seen, n_items, n_neg, t_w[m_sup:q], t_items[q:], t_y[q:], t_w[q:])
+    return m_sup
+
+
+# --------------------------------------------------------------------------
+# Meta-batches and meta-epochs
+# --------------------------------------------------------------------------
 
 
 @_jit(parallel=True)
-def sample_tasks(indptr, users, sup_lo, sup_hi, seed, offsets, perm, n_sup):
-    """The tasks ``meta_batch_grad`` draws: ``perm[offsets[b]:offsets[b+1]]``
-    and ``n_sup[b]`` for user ``users[b]`` (for inspection and tests)."""
+def sample_tasks(indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, n_items, n_neg,
+                 offsets, t_items, t_y, t_w, n_sup):
+    """The tasks ``meta_batch_grad`` draws (for inspection and tests): user
+    ``users[b]``'s task in ``t_*[offsets[b]:offsets[b+1]]``, its support
+    part's length in ``n_sup[b]``."""
     for b in prange(users.shape[0]):
-        n_sup[b] = _sample_task(indptr, users[b], sup_lo, sup_hi, seed, perm[offsets[b] : offsets[b + 1]])
+        u = users[b]
+        lo = offsets[b]
+        hi = offsets[b + 1]
+        n_sup[b] = _build_task(indptr, items, ratings, weights, u, u, sup_lo[u], sup_hi[u], seed,
+                               n_items, n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi])
 
 
 @_jit(parallel=True)
 def meta_batch_grad(
-    indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets,
-    theta, n_items, alpha, lam, reg, n_steps, first_order, hyper, grad, grad_hyper,
+    indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets, theta, n_items,
+    alpha, lam, reg, n_steps, first_order, hyper, logistic, n_neg, grad, grad_hyper,
 ):
     """Mean query loss of a meta-batch of users; ``grad`` ← its meta-gradient.
 
-    ``offsets`` is the running sum of the users' rating counts. Each user's
-    task is drawn by ``_sample_task`` from (seed, user). With ``hyper``,
-    ``grad_hyper`` ← (∂/∂α, ∂/∂λ), of length d + 1.
+    ``offsets`` is the running sum of the users' task lengths, (1 + n_neg)
+    times their rating counts. Each task is laid out by ``_build_task``.
+    With ``hyper``, ``grad_hyper`` ← (∂/∂α, ∂/∂λ), of length d + 1.
     """
     d = alpha.shape[0]
     k = d - 1
     mu = theta[0]
     phi0, bi, Q = unpack(theta, n_items, d)
     n_tasks = users.shape[0]
-    perm = np.empty(offsets[n_tasks], dtype=np.int64)
-    g_item = np.zeros((offsets[n_tasks], d))
+    total = offsets[n_tasks]
+    t_items = np.empty(total, dtype=np.int64)
+    t_y = np.empty(total)
+    t_w = np.empty(total)
+    g_item = np.zeros((total, d))
     g_phi = np.zeros((n_tasks, d))
     g_mu = np.zeros(n_tasks)
     g_hyper = np.zeros((n_tasks, d + 1))
     losses = np.zeros(n_tasks)
     for b in prange(n_tasks):
+        u = users[b]
         lo = offsets[b]
         hi = offsets[b + 1]
-        n_sup = _sample_task(indptr, users[b], sup_lo, sup_hi, seed, perm[lo:hi])
+        n_sup = _build_task(indptr, items, ratings, weights, u, u, sup_lo[u], sup_hi[u], seed,
+                            n_items, n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi])
         phis = np.empty((n_steps + 1, d))
         losses[b], g_mu[b], g_hyper[b, d] = _task_meta_grad(
-            perm[lo:hi], n_sup, items, ratings, weights, mu, phi0, bi, Q,
-            alpha, lam, reg, n_steps, first_order, hyper, phis, g_item[lo:hi], g_phi[b],
-            g_hyper[b, :d],
+            n_sup, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], mu, phi0, bi, Q, alpha, lam, reg,
+            n_steps, first_order, hyper, logistic, phis, g_item[lo:hi], g_phi[b], g_hyper[b, :d],
         )
     # Serial reduction in task order: item rows are shared between tasks, and
     # a fixed order keeps results identical for any number of threads.
@@ -333,7 +406,7 @@ def meta_batch_grad(
         for a in range(d + 1):
             grad_hyper[a] += g_hyper[b, a] * scale
         for p in range(offsets[b], offsets[b + 1]):
-            i = items[perm[p]]
+            i = t_items[p]
             g_bi[i] += g_item[p, 0] * scale
             for f in range(k):
                 g_Q[i, f] += g_item[p, 1 + f] * scale
@@ -342,43 +415,50 @@ def meta_batch_grad(
 
 @_jit(parallel=True)
 def reptile_batch(
-    indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets,
-    theta, n_items, alpha, lam, item_lr, n_steps, adapt_items, delta,
+    indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets, theta, n_items,
+    alpha, lam, item_lr, n_steps, adapt_items, logistic, n_neg, delta,
 ):
     """Reptile's direction for a meta-batch: ``delta`` ← the mean over tasks
     of (adapted − initial) parameters. Each task runs ``n_steps`` of gradient
     descent on its support loss L_S, on φ (steps α) and, with
     ``adapt_items``, on its support items' (b_i, q_i) (step ``item_lr``), all
     from the same iterate. μ is not adapted. φ₀'s direction is the mean over
-    tasks; an item's is the mean over its adapted copies (one per rating in
-    a support set). Returns the mean support loss at the initial parameters
-    (before adaptation).
+    tasks; an item's is the mean over its adapted copies (one per entry of
+    a support set, sampled negatives included). Returns the mean support
+    loss at the initial parameters (before adaptation).
     """
     d = alpha.shape[0]
     k = d - 1
     mu = theta[0]
     phi0, bi, Q = unpack(theta, n_items, d)
     n_tasks = users.shape[0]
-    perm = np.empty(offsets[n_tasks], dtype=np.int64)
-    d_item = np.zeros((offsets[n_tasks], d))
+    total = offsets[n_tasks]
+    t_items = np.empty(total, dtype=np.int64)
+    t_y = np.empty(total)
+    t_w = np.empty(total)
+    d_item = np.zeros((total, d))
     d_phi = np.zeros((n_tasks, d))
     n_sups = np.zeros(n_tasks, dtype=np.int64)
     losses = np.zeros(n_tasks)
     for b in prange(n_tasks):
+        u = users[b]
         lo = offsets[b]
-        pos = perm[lo : offsets[b + 1]]
-        s = _sample_task(indptr, users[b], sup_lo, sup_hi, seed, pos)
+        hi = offsets[b + 1]
+        s = _build_task(indptr, items, ratings, weights, u, u, sup_lo[u], sup_hi[u], seed,
+                        n_items, n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi])
         n_sups[b] = s
+        it = t_items[lo : lo + s]
+        ys = t_y[lo : lo + s]
+        ws_ = t_w[lo : lo + s]
         phi = phi0.copy()
         lb = np.empty(s)
         lq = np.empty((s, k))
         for jj in range(s):
-            i = items[pos[jj]]
-            lb[jj] = bi[i]
-            lq[jj, :] = Q[i]
+            lb[jj] = bi[it[jj]]
+            lq[jj, :] = Q[it[jj]]
         ws = 0.0
         for jj in range(s):
-            ws += weights[pos[jj]]
+            ws += ws_[jj]
         g = np.empty(d)
         gb = np.zeros(s)
         gq = np.zeros((s, k))
@@ -389,12 +469,12 @@ def reptile_batch(
                 loss += lam * phi[a] * phi[a]
             if ws > 0.0:
                 for jj in range(s):
-                    j = pos[jj]
-                    e = mu + lb[jj] + phi[0] - ratings[j]
+                    sc = mu + phi[0] + lb[jj]
                     for f in range(k):
-                        e += phi[1 + f] * lq[jj, f]
-                    loss += weights[j] / ws * e * e
-                    c = 2.0 * weights[j] / ws * e
+                        sc += phi[1 + f] * lq[jj, f]
+                    ell, dl, _ = _loss_terms(sc, ys[jj], logistic)
+                    loss += ws_[jj] / ws * ell
+                    c = ws_[jj] / ws * dl
                     g[0] += c
                     gb[jj] = c
                     for f in range(k):
@@ -414,7 +494,7 @@ def reptile_batch(
         for a in range(d):
             d_phi[b, a] = phi[a] - phi0[a]
         for jj in range(s):
-            i = items[pos[jj]]
+            i = it[jj]
             d_item[lo + jj, 0] = lb[jj] - bi[i]
             for f in range(k):
                 d_item[lo + jj, 1 + f] = lq[jj, f] - Q[i, f]
@@ -426,13 +506,13 @@ def reptile_batch(
     dphi0, dbi, dQ = unpack(delta, n_items, d)
     copies = np.zeros(n_items)
     scale = 1.0 / n_tasks
-    total = 0.0
+    total_loss = 0.0
     for b in range(n_tasks):
-        total += losses[b] * scale
+        total_loss += losses[b] * scale
         for a in range(d):
             dphi0[a] += d_phi[b, a] * scale
         for p in range(offsets[b], offsets[b] + n_sups[b]):
-            i = items[perm[p]]
+            i = t_items[p]
             copies[i] += 1.0
             dbi[i] += d_item[p, 0]
             for f in range(k):
@@ -442,7 +522,7 @@ def reptile_batch(
             dbi[i] /= copies[i]
             for f in range(k):
                 dQ[i, f] /= copies[i]
-    return total
+    return total_loss
 
 
 @_jit()
@@ -464,18 +544,26 @@ def adam_step(theta, grad, m, v, step, lr):
 
 
 @_jit(parallel=True)
-def adapt_users(indptr, items, ratings, weights, users, theta, n_items, alpha, lam, n_steps, out):
-    """``out[b]`` ← φ_T of user ``users[b]`` adapted from φ₀ on all its ratings."""
+def adapt_users(indptr, items, ratings, weights, users, keys, seed, theta, n_items, alpha, lam,
+                n_steps, logistic, n_neg, out):
+    """``out[b]`` ← φ_T of user ``users[b]`` adapted from φ₀ on all its
+    ratings (and, with ``n_neg``, negatives keyed by (seed, keys[b]))."""
     d = alpha.shape[0]
     mu = theta[0]
     phi0, bi, Q = unpack(theta, n_items, d)
     for b in prange(users.shape[0]):
         u = users[b]
-        pos = np.arange(indptr[u], indptr[u + 1])
+        n = indptr[u + 1] - indptr[u]
+        m = n * (1 + n_neg)
+        t_items = np.empty(m, dtype=np.int64)
+        t_y = np.empty(m)
+        t_w = np.empty(m)
+        s = _build_task(indptr, items, ratings, weights, u, keys[b], n, n, seed, n_items, n_neg,
+                        t_items, t_y, t_w)
         phis = np.empty((n_steps + 1, d))
         phis[0, :] = phi0
         g = np.empty(d)
-        _inner_loop(phis, pos, items, ratings, weights, mu, bi, Q, alpha, lam, g)
+        _inner_loop(phis, s, t_items, t_y, t_w, mu, bi, Q, alpha, lam, logistic, g)
         out[b, :] = phis[n_steps]
 
 
@@ -509,6 +597,69 @@ def ridge_users(indptr, items, ratings, weights, users, theta, n_items, d, reg, 
             # The 1e-12 keeps A invertible when reg is 0 and factors are degenerate.
             A[a, a] += reg * wsum + 1e-12 * wsum
         out[b, :] = np.linalg.solve(A, rhs)
+
+
+@_jit()
+def _logistic_objective(phi, items, ys, ws, mu, bi, Q, reg_w):
+    total = reg_w * np.dot(phi, phi)
+    for j in range(items.shape[0]):
+        ell, _, _ = _loss_terms(_score(mu, bi, Q, phi, items[j]), ys[j], True)
+        total += ws[j] * ell
+    return total
+
+
+@_jit(parallel=True)
+def logistic_users(indptr, items, ratings, weights, users, keys, seed, theta, n_items, d, reg,
+                   n_neg, out):
+    """``out[b]`` ← argmin_φ Σ w [ℓ(r̂, y) + reg ‖φ‖²] with the cross-entropy
+    ℓ, over user ``users[b]``'s ratings and sampled negatives, items fixed:
+    the logistic counterpart of ``ridge_users``. The problem is strictly
+    convex; Newton's method with a backtracking line search solves it."""
+    mu = theta[0]
+    _, bi, Q = unpack(theta, n_items, d)
+    for b in prange(users.shape[0]):
+        u = users[b]
+        n = indptr[u + 1] - indptr[u]
+        m = n * (1 + n_neg)
+        t_items = np.empty(m, dtype=np.int64)
+        t_y = np.empty(m)
+        t_w = np.empty(m)
+        _build_task(indptr, items, ratings, weights, u, keys[b], n, n, seed, n_items, n_neg,
+                    t_items, t_y, t_w)
+        wsum = t_w.sum()
+        phi = np.zeros(d)
+        if wsum <= 0.0:
+            out[b, :] = phi
+            continue
+        reg_w = reg * wsum
+        x = np.empty(d)
+        for _ in range(100):
+            H = np.zeros((d, d))
+            grad = 2.0 * reg_w * phi
+            for j in range(m):
+                i = t_items[j]
+                _, dl, d2l = _loss_terms(_score(mu, bi, Q, phi, i), t_y[j], True)
+                x[0] = 1.0
+                x[1:] = Q[i]
+                for a in range(d):
+                    grad[a] += t_w[j] * dl * x[a]
+                    for c in range(d):
+                        H[a, c] += t_w[j] * d2l * x[a] * x[c]
+            for a in range(d):
+                H[a, a] += 2.0 * reg_w + 1e-12 * wsum
+            step = np.linalg.solve(H, grad)
+            f0 = _logistic_objective(phi, t_items, t_y, t_w, mu, bi, Q, reg_w)
+            decrease = np.dot(grad, step)
+            if decrease <= 1e-14 * (1.0 + abs(f0)):
+                break
+            t = 1.0
+            while t > 1e-8:
+                trial = phi - t * step
+                if _logistic_objective(trial, t_items, t_y, t_w, mu, bi, Q, reg_w) <= f0 - 1e-4 * t * decrease:
+                    break
+                t *= 0.5
+            phi = phi - t * step
+        out[b, :] = phi
 
 
 @_jit(parallel=True)
@@ -603,27 +754,48 @@ def top_n(user_codes, user_table, theta, n_items, d, candidates, candidate_pos,
 
 
 @_jit()
-def sgd_epoch(users, items, ratings, weights, order, theta, n_items, user_table, lr, reg):
+def _sgd_update(mu, bi, Q, phi, i, y, w, lr, reg, logistic):
+    """One Surprise-style SGD step on rating (φ, i, y); returns w·ℓ."""
+    ell, dl, _ = _loss_terms(_score(mu, bi, Q, phi, i), y, logistic)
+    # Surprise steps along err = r − r̂, half the squared error's gradient;
+    # for the cross-entropy the matching quantity is y − σ(r̂) = −ℓ'.
+    err = -dl if logistic else -0.5 * dl
+    step = lr * w
+    phi[0] += step * (err - reg * phi[0])
+    bi[i] += step * (err - reg * bi[i])
+    for f in range(phi.shape[0] - 1):
+        pf = phi[1 + f]
+        qf = Q[i, f]
+        phi[1 + f] += step * (err * qf - reg * pf)
+        Q[i, f] += step * (err * pf - reg * qf)
+    return w * ell
+
+
+@_jit()
+def sgd_epoch(users, items, ratings, weights, order, theta, n_items, user_table, lr, reg,
+              logistic, n_neg, seen_indptr, seen_items, seed):
     """One pass of Surprise-style SGD over the ratings in ``order``; μ and φ₀
-    stay fixed. Returns the weighted sum of squared errors seen."""
+    stay fixed. With ``n_neg``, each rating is followed by steps on that
+    many items its user never rated (target 0, same weight), drawn from a
+    stream keyed by (seed, rating position); ``seen_*`` is the CSR of each
+    user's rated items, sorted and unique. Returns the weighted loss seen."""
     d = user_table.shape[1]
     mu = theta[0]
     _, bi, Q = unpack(theta, n_items, d)
-    sse = 0.0
+    total = 0.0
     for n in range(order.shape[0]):
         j = order[n]
         u = users[j]
-        i = items[j]
-        w = weights[j]
         phi = user_table[u]
-        err = -_residual(mu, bi, Q, phi, i, ratings[j])
-        sse += w * err * err
-        step = lr * w
-        phi[0] += step * (err - reg * phi[0])
-        bi[i] += step * (err - reg * bi[i])
-        for f in range(d - 1):
-            pf = phi[1 + f]
-            qf = Q[i, f]
-            phi[1 + f] += step * (err * qf - reg * pf)
-            Q[i, f] += step * (err * pf - reg * qf)
-    return sse
+        total += _sgd_update(mu, bi, Q, phi, items[j], ratings[j], weights[j], lr, reg, logistic)
+        if n_neg > 0:
+            seen = seen_items[seen_indptr[u] : seen_indptr[u + 1]]
+            n_free = n_items - seen.shape[0]
+            if n_free <= 0:
+                continue
+            state = _task_state(seed, j)
+            for _ in range(n_neg):
+                state, r = _randbelow(state, n_free)
+                total += _sgd_update(mu, bi, Q, phi, _kth_unseen(seen, r), 0.0, weights[j],
+                                     lr, reg, logistic)
+    return total

@@ -4,7 +4,8 @@ import time
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import Interval
+from scipy.special import logit
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _kernels as K
 from ._base import BaseFactorizationRecommender, DivergenceError
@@ -23,6 +24,12 @@ class FactorizationRecommender(BaseFactorizationRecommender):
     (b_u, p_u) exactly, items held fixed, which is the best a fixed
     factorization can do for a user with few ratings.
 
+    With ``loss="logistic"`` it is logistic matrix factorization for
+    implicit feedback: SGD on the cross-entropy of σ(r̂), with sampled
+    negatives when y holds positives only, μ fixed at the log-odds of a
+    positive, and a fold-in that solves the regularized logistic problem
+    for (b_u, p_u) by Newton's method.
+
     Parameters
     ----------
     n_factors : int, default=100
@@ -33,6 +40,14 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         SGD step size (Surprise's ``lr_all``).
     reg : float, default=0.02
         L2 strength (Surprise's ``reg_all``).
+    loss : {"squared", "logistic"}, default="squared"
+        Per-rating loss: squared error for ratings, or the binary
+        cross-entropy of σ(r̂) for 0/1 labels or positives only (y left
+        out); ``predict`` then returns probabilities.
+    n_negatives : int, default=4
+        With ``loss="logistic"`` and positives only, items the user never
+        rated sampled per positive as negatives (target 0), afresh every
+        epoch. Ignored otherwise.
     init_std : float, default=0.1
         Standard deviation of the random initial factors.
     n_jobs : int, default=None
@@ -76,6 +91,8 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         "n_epochs": [Interval(Integral, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "reg": [Interval(Real, 0, None, closed="left")],
+        "loss": [StrOptions({"squared", "logistic"})],
+        "n_negatives": [Interval(Integral, 0, None, closed="left")],
         "init_std": [Interval(Real, 0, None, closed="left")],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
@@ -89,6 +106,8 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         n_epochs=20,
         lr=0.005,
         reg=0.02,
+        loss="squared",
+        n_negatives=4,
         init_std=0.1,
         n_jobs=None,
         random_state=None,
@@ -98,20 +117,23 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         self.n_epochs = n_epochs
         self.lr = lr
         self.reg = reg
+        self.loss = loss
+        self.n_negatives = n_negatives
         self.init_std = init_std
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Fit by SGD on all ratings.
 
         Parameters
         ----------
         X : array-like or DataFrame of shape (n_samples, n_columns)
             The first two columns hold the user id and the item id.
-        y : array-like of shape (n_samples,)
-            Ratings.
+        y : array-like of shape (n_samples,), default=None
+            Ratings, or 0/1 labels with ``loss="logistic"``, where leaving
+            it out means every row is a positive.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each rating: it scales that rating's SGD step.
 
@@ -125,7 +147,7 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         self._sgd(np.arange(len(y)), self.n_epochs)
         return self
 
-    def partial_fit(self, X, y, sample_weight=None):
+    def partial_fit(self, X, y=None, sample_weight=None):
         """One SGD pass over new ratings; new users and items join the model.
 
         The first call on an unfitted estimator initializes it as
@@ -135,8 +157,8 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         ----------
         X : array-like or DataFrame of shape (n_samples, n_columns)
             (user id, item id) rows.
-        y : array-like of shape (n_samples,)
-            Ratings.
+        y : array-like of shape (n_samples,), default=None
+            Ratings, or labels, as in :meth:`fit`.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each rating.
 
@@ -157,6 +179,9 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         d = self.n_factors + 1
         theta = np.zeros(1 + d + n_items + n_items * (d - 1))
         theta[0] = np.average(y, weights=w)
+        if self._logistic:
+            share = theta[0] / (1 + self._n_neg())
+            theta[0] = logit(np.clip(share, 1e-3, 1 - 1e-3))
         theta[1 + d + n_items :] = self._rng.normal(0.0, self.init_std, n_items * (d - 1))
         return theta
 
@@ -174,12 +199,15 @@ class FactorizationRecommender(BaseFactorizationRecommender):
     def _sgd(self, positions, n_epochs):
         users, items, ratings, weights = self._log.coo()
         n_items = len(self._item_vocab)
+        n_neg = self._n_neg()
+        seen_indptr, seen_items = _rated_items(users, items, len(self._user_vocab), n_items, n_neg)
         for _ in range(n_epochs):
             start = time.perf_counter()
             order = self._rng.permutation(positions)
+            seed = self._rng.randint(np.iinfo(np.int64).max, dtype=np.int64) if n_neg else 0
             sse = K.sgd_epoch(
-                users, items, ratings, weights, order, self._theta, n_items,
-                self._users, float(self.lr), float(self.reg),
+                users, items, ratings, weights, order, self._theta, n_items, self._users,
+                float(self.lr), float(self.reg), self._logistic, n_neg, seen_indptr, seen_items, seed,
             )
             if not (np.isfinite(sse) and np.isfinite(self._users).all()):
                 raise DivergenceError(
@@ -188,13 +216,28 @@ class FactorizationRecommender(BaseFactorizationRecommender):
                 )
             self.n_iter_ += 1
             if self.verbose:
-                rmse = np.sqrt(sse / weights[positions].sum())
-                print(f"-- Epoch {self.n_iter_}: training RMSE {rmse:.5f}, {time.perf_counter() - start:.2f} s")
+                mean = sse / (weights[positions].sum() * (1 + n_neg))
+                what = f"cross-entropy {mean:.5f}" if self._logistic else f"RMSE {np.sqrt(mean):.5f}"
+                print(f"-- Epoch {self.n_iter_}: training {what}, {time.perf_counter() - start:.2f} s")
 
-    def _solve_users(self, indptr, items, ratings, weights, users):
+    def _solve_users(self, indptr, items, ratings, weights, users, keys):
         out = np.empty((len(users), self.n_factors + 1))
-        K.ridge_users(
-            indptr, items, ratings, weights, users, self._theta, len(self._item_vocab),
-            self.n_factors + 1, float(self.reg), out,
-        )
+        args = (indptr, items, ratings, weights, users)
+        if self._logistic:
+            K.logistic_users(*args, keys, self._serve_seed, self._theta, len(self._item_vocab),
+                             self.n_factors + 1, float(self.reg), self._n_neg(), out)
+        else:
+            K.ridge_users(*args, self._theta, len(self._item_vocab), self.n_factors + 1,
+                          float(self.reg), out)
         return out
+
+
+def _rated_items(users, items, n_users, n_items, n_neg):
+    """CSR of each user's rated items, sorted and unique, for drawing
+    negatives (empty when none are drawn)."""
+    if not n_neg:
+        return np.zeros(n_users + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    pairs = np.unique(users * n_items + items)
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(pairs // n_items, minlength=n_users), out=indptr[1:])
+    return indptr, pairs % n_items

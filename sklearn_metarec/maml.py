@@ -4,7 +4,8 @@ import time
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import Interval
+from scipy.special import logit
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _kernels as K
 from ._base import BaseFactorizationRecommender, DivergenceError, numba_threads
@@ -80,6 +81,18 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         default mimics few-shot use with 3 to 20 known ratings.
     first_order : bool, default=False
         Drop the second-order terms (FOMAML).
+    loss : {"squared", "logistic"}, default="squared"
+        Per-rating loss of the inner and outer loops alike: the squared
+        error for ratings, or the binary cross-entropy of σ(r̂) for implicit
+        feedback (clicks, plays, purchases), where y holds 0/1 labels or is
+        left out (every row a positive). ``predict`` then returns
+        probabilities.
+    n_negatives : int, default=4
+        With ``loss="logistic"`` and positives only, the number of items a
+        user never rated that are sampled, per positive, as negatives (target
+        0, the positive's weight). Each task's support and query sets get
+        their own, drawn afresh every epoch from ``random_state``. Ignored
+        when y holds 0/1 labels or the loss is squared.
     init_std : float, default=0.1
         Standard deviation of the random initial factors.
     n_jobs : int, default=None
@@ -147,6 +160,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             list,
         ],
         "first_order": ["boolean"],
+        "loss": [StrOptions({"squared", "logistic"})],
+        "n_negatives": [Interval(Integral, 0, None, closed="left")],
         "init_std": [Interval(Real, 0, None, closed="left")],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
@@ -166,6 +181,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         n_epochs=40,
         n_support=(3, 20),
         first_order=False,
+        loss="squared",
+        n_negatives=4,
         init_std=0.1,
         n_jobs=None,
         random_state=None,
@@ -181,6 +198,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         self.n_epochs = n_epochs
         self.n_support = n_support
         self.first_order = first_order
+        self.loss = loss
+        self.n_negatives = n_negatives
         self.init_std = init_std
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -190,7 +209,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         super()._validate_params()
         _check_n_support(self.n_support)
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Meta-train on all users, then adapt every known user.
 
         Parameters
@@ -199,8 +218,9 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             The first two columns hold the user id and the item id, of any
             one kind each (ints or strings). Further columns are ignored
             with a warning.
-        y : array-like of shape (n_samples,)
-            Ratings.
+        y : array-like of shape (n_samples,), default=None
+            Ratings, or 0/1 labels with ``loss="logistic"``. It may be left
+            out only with ``loss="logistic"``: every row is then a positive.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each rating in the support and query losses.
 
@@ -215,7 +235,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         self._refresh_users(touched)
         return self
 
-    def partial_fit(self, X, y, sample_weight=None):
+    def partial_fit(self, X, y=None, sample_weight=None):
         """Add ratings and meta-train online on the users they touch.
 
         The first call on an unfitted estimator initializes it, exactly as
@@ -229,8 +249,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         ----------
         X : array-like or DataFrame of shape (n_samples, n_columns)
             (user id, item id) rows.
-        y : array-like of shape (n_samples,)
-            Ratings.
+        y : array-like of shape (n_samples,), default=None
+            Ratings, or labels, as in :meth:`fit`.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each rating.
 
@@ -248,12 +268,20 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
     # ------------------------------------------------------------------
 
     def _init_theta(self, n_items, y, w):
-        # A query loss 1e4 times the mean square rating means predictions
-        # ~100 times the ratings' size: the inner loop is unstable.
-        self._loss_limit = 1e4 * (np.average(y**2, weights=w) + 1.0)
         d = self.n_factors + 1
         theta = np.zeros(1 + d + n_items + n_items * (d - 1))
-        theta[0] = np.average(y, weights=w)
+        if self._logistic:
+            # μ starts at the log-odds of a positive, sampled negatives counted.
+            share = np.average(y, weights=w) / (1 + self._n_neg())
+            theta[0] = logit(np.clip(share, 1e-3, 1 - 1e-3))
+            # The cross-entropy grows like |r̂|: scores in the thousands mean
+            # the inner loop is unstable.
+            self._loss_limit = 1e3
+        else:
+            theta[0] = np.average(y, weights=w)
+            # A query loss 1e4 times the mean square rating means predictions
+            # ~100 times the ratings' size: the inner loop is unstable.
+            self._loss_limit = 1e4 * (np.average(y**2, weights=w) + 1.0)
         theta[2 : 1 + d] = self._rng.normal(0.0, self.init_std, d - 1)
         theta[1 + d + n_items :] = self._rng.normal(0.0, self.init_std, n_items * (d - 1))
         return theta
@@ -294,8 +322,9 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
 
     def _batches(self, indptr, order):
         """Meta-batches of ``order`` and the running sums of their users'
-        rating counts, which the kernels use to lay out their tasks."""
-        counts = indptr[order + 1] - indptr[order]
+        task lengths (ratings and sampled negatives), which the kernels use
+        to lay out their tasks."""
+        counts = (indptr[order + 1] - indptr[order]) * (1 + self._n_neg())
         for start in range(0, len(order), self.meta_batch_size):
             batch = order[start : start + self.meta_batch_size]
             offsets = np.zeros(len(batch) + 1, dtype=np.int64)
@@ -317,8 +346,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         for batch, offsets in self._batches(indptr, order):
             loss = K.meta_batch_grad(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets,
-                self._theta, n_items, alpha, self._inner_reg(), float(self.reg),
-                self.n_inner_steps, bool(self.first_order), self._learns_hyper, grad, grad_hyper,
+                self._theta, n_items, alpha, self._inner_reg(), float(self.reg), self.n_inner_steps,
+                bool(self.first_order), self._learns_hyper, self._logistic, self._n_neg(), grad, grad_hyper,
             )
             losses.append(loss)
             if not loss < self._loss_limit:  # also catches NaN
@@ -330,10 +359,11 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
                 alpha = self._alpha()
         return np.array(losses)
 
-    def _solve_users(self, indptr, items, ratings, weights, users):
+    def _solve_users(self, indptr, items, ratings, weights, users, keys):
         out = np.empty((len(users), self.n_factors + 1))
         K.adapt_users(
-            indptr, items, ratings, weights, users, self._theta, len(self._item_vocab),
-            self._alpha(), self._inner_reg(), self.n_inner_steps, out,
+            indptr, items, ratings, weights, users, keys, getattr(self, "_serve_seed", 0),
+            self._theta, len(self._item_vocab), self._alpha(), self._inner_reg(), self.n_inner_steps,
+            self._logistic, self._n_neg(), out,
         )
         return out

@@ -38,8 +38,8 @@ class MetaSGDFactorizationRecommender(MAMLFactorizationRecommender):
         Adam step size for the model's parameters.
     hyper_lr : float, default=None
         Adam step size for log α and log λ; ``meta_lr`` when None.
-    reg, meta_batch_size, n_epochs, n_support, first_order, init_std, \
-n_jobs, random_state, verbose
+    reg, meta_batch_size, n_epochs, n_support, first_order, loss, \
+n_negatives, init_std, n_jobs, random_state, verbose
         As in :class:`MAMLFactorizationRecommender`. With ``first_order``
         the hypergradients too hold the query gradient v_T fixed through the
         steps (no Hessian terms).
@@ -96,6 +96,8 @@ loss_curve_, n_iter_, n_features_in_, feature_names_in_
         n_epochs=40,
         n_support=(3, 20),
         first_order=False,
+        loss="squared",
+        n_negatives=4,
         init_std=0.1,
         n_jobs=None,
         random_state=None,
@@ -104,8 +106,8 @@ loss_curve_, n_iter_, n_features_in_, feature_names_in_
         super().__init__(
             n_factors, n_inner_steps=n_inner_steps, inner_lr=inner_lr, inner_reg=inner_reg,
             meta_lr=meta_lr, reg=reg, meta_batch_size=meta_batch_size, n_epochs=n_epochs,
-            n_support=n_support, first_order=first_order, init_std=init_std, n_jobs=n_jobs,
-            random_state=random_state, verbose=verbose,
+            n_support=n_support, first_order=first_order, loss=loss, n_negatives=n_negatives,
+            init_std=init_std, n_jobs=n_jobs, random_state=random_state, verbose=verbose,
         )
         self.learn_inner_reg = learn_inner_reg
         self.hyper_lr = hyper_lr

@@ -47,6 +47,11 @@ class ReptileFactorizationRecommender(MAMLFactorizationRecommender):
         Passes over the training users in :meth:`fit`.
     n_support : int, float or (int, int), default=(3, 20)
         Ratings a task adapts on, as in :class:`MAMLFactorizationRecommender`.
+    loss : {"squared", "logistic"}, default="squared"
+        Per-rating loss; see :class:`MAMLFactorizationRecommender`.
+    n_negatives : int, default=4
+        Sampled negatives per positive with ``loss="logistic"`` and
+        positives only; see :class:`MAMLFactorizationRecommender`.
     init_std : float, default=0.1
         Standard deviation of the random initial factors.
     n_jobs : int, default=None
@@ -101,6 +106,8 @@ n_iter_, n_features_in_, feature_names_in_
         meta_batch_size=32,
         n_epochs=40,
         n_support=(3, 20),
+        loss="squared",
+        n_negatives=4,
         init_std=0.1,
         n_jobs=None,
         random_state=None,
@@ -116,6 +123,8 @@ n_iter_, n_features_in_, feature_names_in_
         self.meta_batch_size = meta_batch_size
         self.n_epochs = n_epochs
         self.n_support = n_support
+        self.loss = loss
+        self.n_negatives = n_negatives
         self.init_std = init_std
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -132,7 +141,8 @@ n_iter_, n_features_in_, feature_names_in_
         for batch, offsets in self._batches(indptr, order):
             loss = K.reptile_batch(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
-                alpha, float(self.inner_reg), item_lr, self.n_inner_steps, bool(self.adapt_items), delta,
+                alpha, float(self.inner_reg), item_lr, self.n_inner_steps, bool(self.adapt_items),
+                self._logistic, self._n_neg(), delta,
             )
             losses.append(loss)
             if not loss < self._loss_limit:  # also catches NaN

@@ -13,7 +13,21 @@ def split_theta(theta, n_items, d):
     return mu, phi0, bi, Q
 
 
-def adapt(phi0, items, ratings, weights, mu, bi, Q, alpha, lam, n_steps):
+def loss_value(s, y, loss):
+    """Per-rating loss at scores s: squared error, or the cross-entropy of σ(s)."""
+    if loss == "logistic":
+        return np.logaddexp(0.0, s) - y * s
+    return (s - y) ** 2
+
+
+def loss_slope(s, y, loss):
+    """∂ℓ/∂s."""
+    if loss == "logistic":
+        return 1.0 / (1.0 + np.exp(-s)) - y
+    return 2 * (s - y)
+
+
+def adapt(phi0, items, ratings, weights, mu, bi, Q, alpha, lam, n_steps, loss="squared"):
     """Gradient descent on the support loss; items, ratings: arrays of one user."""
     X = np.hstack([np.ones((len(items), 1)), Q[items]])
     c = mu + bi[items]
@@ -22,33 +36,36 @@ def adapt(phi0, items, ratings, weights, mu, bi, Q, alpha, lam, n_steps):
     for _ in range(n_steps):
         g = 2 * lam * phi
         if W > 0:
-            e = c + X @ phi - ratings
-            g = g + 2 * X.T @ (weights * e) / W
+            g = g + X.T @ (weights * loss_slope(c + X @ phi, ratings, loss)) / W
         phi = phi - alpha * g
     return phi
 
 
-def task_loss(theta, n_items, d, sup, qry, items, ratings, weights, alpha, lam, reg, n_steps):
-    """Query loss after adaptation: the meta-objective of one task."""
+def task_loss(theta, n_items, d, task, alpha, lam, reg, n_steps, loss="squared"):
+    """Query loss after adaptation: the meta-objective of one task, given as
+    (items, targets, weights, support length) with the support first."""
+    items, ratings, weights, n_sup = task
     mu, phi0, bi, Q = split_theta(theta, n_items, d)
-    phi = adapt(phi0, items[sup], ratings[sup], weights[sup], mu, bi, Q, alpha, lam, n_steps)
-    it = items[qry]
-    w = weights[qry]
+    phi = adapt(phi0, items[:n_sup], ratings[:n_sup], weights[:n_sup], mu, bi, Q, alpha, lam, n_steps, loss)
+    it, w = items[n_sup:], weights[n_sup:]
     if w.sum() <= 0:
         return 0.0
-    e = mu + bi[it] + phi[0] + Q[it] @ phi[1:] - ratings[qry]
+    s = mu + bi[it] + phi[0] + Q[it] @ phi[1:]
     pen = bi[it] ** 2 + (Q[it] ** 2).sum(axis=1)
-    return float(np.sum(w * (e**2 + reg * pen)) / w.sum())
+    return float(np.sum(w * (loss_value(s, ratings[n_sup:], loss) + reg * pen)) / w.sum())
 
 
-def batch_loss(theta, n_items, d, tasks, items, ratings, weights, alpha, lam, reg, n_steps):
-    """Mean of ``task_loss`` over ``tasks``, a list of (support, query) positions."""
-    return np.mean(
-        [
-            task_loss(theta, n_items, d, s, q, items, ratings, weights, alpha, lam, reg, n_steps)
-            for s, q in tasks
-        ]
-    )
+def batch_loss(theta, n_items, d, tasks, alpha, lam, reg, n_steps, loss="squared"):
+    """Mean of ``task_loss`` over ``tasks``."""
+    return np.mean([task_loss(theta, n_items, d, t, alpha, lam, reg, n_steps, loss) for t in tasks])
+
+
+def support_loss(theta, n_items, d, task, lam, loss="squared"):
+    """L_S at φ₀: the support part of ``task`` scored as a query set, plus λ‖φ₀‖²."""
+    items, ratings, weights, n_sup = task
+    as_query = (items[:n_sup], ratings[:n_sup], weights[:n_sup], 0)
+    phi0 = theta[1 : 1 + d]
+    return task_loss(theta, n_items, d, as_query, None, 0.0, 0.0, 0, loss) + lam * phi0 @ phi0
 
 
 def central_difference(f, x, eps=1e-6):
@@ -63,20 +80,25 @@ def central_difference(f, x, eps=1e-6):
     return grad
 
 
-def first_order_grad(theta, n_items, d, tasks, items, ratings, weights, alpha, lam, reg, n_steps):
+def query_only(task):
+    """The query part of ``task`` as a task with an empty support set."""
+    items, ratings, weights, n_sup = task
+    return items[n_sup:], ratings[n_sup:], weights[n_sup:], 0
+
+
+def first_order_grad(theta, n_items, d, tasks, alpha, lam, reg, n_steps, loss="squared"):
     """FOMAML by its definition: the gradient of the query loss with respect to
     (μ, φ, items) evaluated at the adapted φ_T, with φ_T treated as φ₀."""
     grad = np.zeros_like(theta)
-    for s, q in tasks:
+    for task in tasks:
+        items, ratings, weights, n_sup = task
         mu, phi0, bi, Q = split_theta(theta, n_items, d)
-        phi_T = adapt(phi0, items[s], ratings[s], weights[s], mu, bi, Q, alpha, lam, n_steps)
+        phi_T = adapt(phi0, items[:n_sup], ratings[:n_sup], weights[:n_sup], mu, bi, Q, alpha, lam,
+                      n_steps, loss)
         at = theta.copy()
         at[1 : 1 + d] = phi_T
-
-        def query_only(t):
-            return task_loss(t, n_items, d, [], q, items, ratings, weights, alpha, lam, reg, 0)
-
-        grad += central_difference(query_only, at)
+        q = query_only(task)
+        grad += central_difference(lambda t: task_loss(t, n_items, d, q, alpha, lam, reg, 0, loss), at)
     return grad / len(tasks)
 
 

@@ -17,14 +17,17 @@ def assert_grad_close(analytic, numeric, max_tol=1e-6, mean_tol=1e-7):
     assert err.mean() < mean_tol, f"mean relative error {err.mean():.3g}"
 
 
-def random_problem(seed, n_users, n_items, k):
+def random_problem(seed, n_users, n_items, k, loss="squared"):
     rng = np.random.default_rng(seed)
     d = k + 1
     counts = rng.integers(2, 9, n_users)
     indptr = np.r_[0, np.cumsum(counts)].astype(np.int64)
     n = indptr[-1]
     items = rng.integers(0, n_items, n).astype(np.int64)
-    ratings = rng.normal(3.0, 1.0, n)
+    if loss == "logistic":
+        ratings = rng.integers(0, 2, n).astype(float)
+    else:
+        ratings = rng.normal(3.0, 1.0, n)
     weights = rng.uniform(0.5, 2.0, n)
     theta = rng.normal(0.0, 0.5, 1 + d + n_items + n_items * k)
     alpha = rng.uniform(0.05, 0.3, d)
@@ -36,71 +39,93 @@ def random_problem(seed, n_users, n_items, k):
     )
 
 
-def kernel_grad(p, users, seed, lam, reg, n_steps, first_order, hyper=False):
-    offsets = np.r_[0, np.cumsum(np.diff(p["indptr"])[users])].astype(np.int64)
+def task_offsets(p, users, n_neg=0):
+    return np.r_[0, np.cumsum(np.diff(p["indptr"])[users] * (1 + n_neg))].astype(np.int64)
+
+
+def kernel_grad(p, users, seed, lam, reg, n_steps, first_order, hyper=False, loss="squared", n_neg=0):
+    """Loss, meta-gradient (and hypergradient) from the kernel, with the
+    tasks it drew."""
+    offsets = task_offsets(p, users, n_neg)
     grad = np.empty_like(p["theta"])
     grad_hyper = np.empty(p["d"] + 1)
-    loss = K.meta_batch_grad(
+    value = K.meta_batch_grad(
         p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"], p["sup_hi"],
         seed, offsets, p["theta"], p["n_items"], p["alpha"], lam, reg, n_steps, first_order,
-        hyper, grad, grad_hyper,
+        hyper, loss == "logistic", n_neg, grad, grad_hyper,
     )
+    tasks = tasks_of(p, users, seed, n_neg)
     if hyper:
-        return loss, grad, grad_hyper, tasks_of(p, users, seed, offsets)
-    return loss, grad, tasks_of(p, users, seed, offsets)
+        return value, grad, grad_hyper, tasks
+    return value, grad, tasks
 
 
-def tasks_of(p, users, seed, offsets):
-    perm = np.empty(offsets[-1], dtype=np.int64)
+def tasks_of(p, users, seed, n_neg=0):
+    """The tasks the kernels draw, as (items, targets, weights, support length)."""
+    offsets = task_offsets(p, users, n_neg)
+    t_items = np.empty(offsets[-1], dtype=np.int64)
+    t_y = np.empty(offsets[-1])
+    t_w = np.empty(offsets[-1])
     n_sup = np.empty(len(users), dtype=np.int64)
-    K.sample_tasks(p["indptr"], users, p["sup_lo"], p["sup_hi"], seed, offsets, perm, n_sup)
+    K.sample_tasks(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"],
+                   p["sup_hi"], seed, p["n_items"], n_neg, offsets, t_items, t_y, t_w, n_sup)
     return [
-        (perm[offsets[b] : offsets[b] + n_sup[b]], perm[offsets[b] + n_sup[b] : offsets[b + 1]])
-        for b in range(len(users))
+        (t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], n_sup[b])
+        for b, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:]))
     ]
 
 
 SIZES = [(3, 5, 2), (4, 7, 3), (6, 9, 5)]
 
 
+# (loss, negatives sampled per rating): the squared loss, the cross-entropy
+# on 0/1 labels, and the cross-entropy on positives with sampled negatives.
+LOSSES = [("squared", 0), ("logistic", 0), ("logistic", 2)]
+
+
+def problem_for(seed, n_users, n_items, k, loss, n_neg):
+    p = random_problem(seed, n_users, n_items, k, loss)
+    if n_neg:
+        p["ratings"][:] = 1.0  # implicit feedback: positives only
+    return p
+
+
+@pytest.mark.parametrize("loss, n_neg", LOSSES)
 @pytest.mark.parametrize("n_users, n_items, k", SIZES)
 @pytest.mark.parametrize("n_steps", [1, 2, 3])
-def test_second_order_meta_gradient_matches_finite_differences(n_users, n_items, k, n_steps):
-    p = random_problem(n_steps * 100 + k, n_users, n_items, k)
+def test_second_order_meta_gradient_matches_finite_differences(n_users, n_items, k, n_steps, loss, n_neg):
+    p = problem_for(n_steps * 100 + k, n_users, n_items, k, loss, n_neg)
     users = np.arange(n_users, dtype=np.int64)
     lam, reg = 0.05, 0.1
-    loss, grad, tasks = kernel_grad(p, users, 7, lam, reg, n_steps, False)
+    value, grad, tasks = kernel_grad(p, users, 7, lam, reg, n_steps, False, loss=loss, n_neg=n_neg)
 
     def objective(theta):
-        return R.batch_loss(
-            theta, p["n_items"], p["d"], tasks, p["items"], p["ratings"], p["weights"],
-            p["alpha"], lam, reg, n_steps,
-        )
+        return R.batch_loss(theta, p["n_items"], p["d"], tasks, p["alpha"], lam, reg, n_steps, loss)
 
-    assert loss == pytest.approx(objective(p["theta"]), rel=1e-12)
+    assert value == pytest.approx(objective(p["theta"]), rel=1e-12)
     assert_grad_close(grad, R.central_difference(objective, p["theta"]))
 
 
+@pytest.mark.parametrize("loss, n_neg", LOSSES)
 @pytest.mark.parametrize("n_users, n_items, k", SIZES)
 @pytest.mark.parametrize("n_steps", [1, 2, 3])
-def test_first_order_is_query_gradient_at_adapted_parameters(n_users, n_items, k, n_steps):
+def test_first_order_is_query_gradient_at_adapted_parameters(n_users, n_items, k, n_steps, loss, n_neg):
     # learn2learn's identity: FOMAML's gradient is the plain query gradient
     # at φ_T, computed here by finite differences of the query loss alone.
-    p = random_problem(n_steps * 10 + k, n_users, n_items, k)
+    p = problem_for(n_steps * 10 + k, n_users, n_items, k, loss, n_neg)
     users = np.arange(n_users, dtype=np.int64)
-    _, grad, tasks = kernel_grad(p, users, 3, 0.05, 0.1, n_steps, True)
-    reference = R.first_order_grad(
-        p["theta"], p["n_items"], p["d"], tasks, p["items"], p["ratings"], p["weights"],
-        p["alpha"], 0.05, 0.1, n_steps,
-    )
+    _, grad, tasks = kernel_grad(p, users, 3, 0.05, 0.1, n_steps, True, loss=loss, n_neg=n_neg)
+    reference = R.first_order_grad(p["theta"], p["n_items"], p["d"], tasks, p["alpha"], 0.05, 0.1,
+                                   n_steps, loss)
     assert_grad_close(grad, reference)
 
 
-def test_second_order_terms_matter():
-    p = random_problem(0, 5, 8, 4)
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_second_order_terms_matter(loss):
+    p = random_problem(0, 5, 8, 4, loss)
     users = np.arange(5, dtype=np.int64)
-    _, exact, _ = kernel_grad(p, users, 1, 0.05, 0.1, 3, False)
-    _, first, _ = kernel_grad(p, users, 1, 0.05, 0.1, 3, True)
+    _, exact, _ = kernel_grad(p, users, 1, 0.05, 0.1, 3, False, loss=loss)
+    _, first, _ = kernel_grad(p, users, 1, 0.05, 0.1, 3, True, loss=loss)
     rel = np.linalg.norm(exact - first) / np.linalg.norm(exact)
     assert rel > 1e-2
 
@@ -114,13 +139,10 @@ def test_zero_shot_and_zero_weight_tasks():
     p["weights"][p["indptr"][1] : p["indptr"][1] + 2] = 0.0
     users = np.arange(4, dtype=np.int64)
     _, grad, tasks = kernel_grad(p, users, 11, 0.05, 0.1, 2, False)
-    assert len(tasks[0][0]) == 0
+    assert tasks[0][3] == 0
 
     def objective(theta):
-        return R.batch_loss(
-            theta, p["n_items"], p["d"], tasks, p["items"], p["ratings"], p["weights"],
-            p["alpha"], 0.05, 0.1, 2,
-        )
+        return R.batch_loss(theta, p["n_items"], p["d"], tasks, p["alpha"], 0.05, 0.1, 2)
 
     assert_grad_close(grad, R.central_difference(objective, p["theta"]))
 
@@ -128,21 +150,20 @@ def test_zero_shot_and_zero_weight_tasks():
 # -- Meta-SGD: hypergradients with respect to α and the inner L2 strength λ --
 
 
+@pytest.mark.parametrize("loss, n_neg", LOSSES)
 @pytest.mark.parametrize("n_users, n_items, k", SIZES)
 @pytest.mark.parametrize("n_steps", [1, 2, 3])
-def test_hypergradients_match_finite_differences(n_users, n_items, k, n_steps):
-    p = random_problem(n_steps * 1000 + k, n_users, n_items, k)
+def test_hypergradients_match_finite_differences(n_users, n_items, k, n_steps, loss, n_neg):
+    p = problem_for(n_steps * 1000 + k, n_users, n_items, k, loss, n_neg)
     users = np.arange(n_users, dtype=np.int64)
     lam, reg = 0.05, 0.1
-    loss, grad, grad_hyper, tasks = kernel_grad(p, users, 5, lam, reg, n_steps, False, hyper=True)
-    _, plain, _ = kernel_grad(p, users, 5, lam, reg, n_steps, False)
+    kw = dict(loss=loss, n_neg=n_neg)
+    _, grad, grad_hyper, tasks = kernel_grad(p, users, 5, lam, reg, n_steps, False, hyper=True, **kw)
+    _, plain, _ = kernel_grad(p, users, 5, lam, reg, n_steps, False, **kw)
     np.testing.assert_array_equal(grad, plain)  # the hypergradient leaves the rest alone
 
     def objective(hyper):
-        return R.batch_loss(
-            p["theta"], p["n_items"], p["d"], tasks, p["items"], p["ratings"], p["weights"],
-            hyper[:-1], hyper[-1], reg, n_steps,
-        )
+        return R.batch_loss(p["theta"], p["n_items"], p["d"], tasks, hyper[:-1], hyper[-1], reg, n_steps, loss)
 
     assert_grad_close(grad_hyper, R.central_difference(objective, np.r_[p["alpha"], lam]))
 
@@ -160,16 +181,17 @@ def test_first_order_hypergradients_hold_the_query_gradient_fixed(n_steps):
     np.testing.assert_array_equal(grad, fomaml)
     mu, phi0, bi, Q = R.split_theta(p["theta"], p["n_items"], p["d"])
     expected = np.zeros(p["d"] + 1)
-    for s, q in tasks:
+    for task in tasks:
+        items, ratings, weights, n_sup = task
         phis = [phi0.copy()]
         for _ in range(n_steps):
-            phis.append(R.adapt(phis[-1], p["items"][s], p["ratings"][s], p["weights"][s], mu, bi, Q,
+            phis.append(R.adapt(phis[-1], items[:n_sup], ratings[:n_sup], weights[:n_sup], mu, bi, Q,
                                 p["alpha"], lam, 1))
         at = p["theta"].copy()
         at[1 : 1 + p["d"]] = phis[-1]
+        q = R.query_only(task)
         v_T = R.central_difference(
-            lambda t: R.task_loss(t, p["n_items"], p["d"], [], q, p["items"], p["ratings"],
-                                  p["weights"], p["alpha"], lam, reg, 0), at)[1 : 1 + p["d"]]
+            lambda t: R.task_loss(t, p["n_items"], p["d"], q, p["alpha"], lam, reg, 0), at)[1 : 1 + p["d"]]
         for phi_t, phi_next in zip(phis[:-1], phis[1:]):
             g_t = (phi_t - phi_next) / p["alpha"]
             expected[:-1] -= v_T * g_t

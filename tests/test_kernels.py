@@ -6,7 +6,7 @@ import pytest
 from sklearn_metarec import _kernels as K
 
 from . import _reference as R
-from .test_gradients import random_problem
+from .test_gradients import random_problem, tasks_of
 
 
 @pytest.fixture
@@ -17,54 +17,103 @@ def problem():
 def test_sample_tasks_are_partitions_within_bounds(problem):
     p = problem
     users = np.array([4, 0, 2], dtype=np.int64)
-    offsets = np.r_[0, np.cumsum(np.diff(p["indptr"])[users])].astype(np.int64)
-    perm = np.empty(offsets[-1], dtype=np.int64)
-    n_sup = np.empty(3, dtype=np.int64)
-    K.sample_tasks(p["indptr"], users, p["sup_lo"], p["sup_hi"], 99, offsets, perm, n_sup)
-    for b, u in enumerate(users):
-        positions = perm[offsets[b] : offsets[b + 1]]
-        assert sorted(positions) == list(range(p["indptr"][u], p["indptr"][u + 1]))
-        assert p["sup_lo"][u] <= n_sup[b] <= p["sup_hi"][u]
+    tasks = tasks_of(p, users, 99)
+    for (items, ratings, weights, n_sup), u in zip(tasks, users):
+        rows = slice(p["indptr"][u], p["indptr"][u + 1])
+        # The task is a permutation of the user's ratings: compare as sorted rows.
+        got = sorted(zip(items, ratings, weights))
+        assert got == sorted(zip(p["items"][rows], p["ratings"][rows], p["weights"][rows]))
+        assert p["sup_lo"][u] <= n_sup <= p["sup_hi"][u]
 
     # A task depends on (seed, user) only, not on the batch it is drawn in.
-    alone = np.empty(offsets[2] - offsets[1], dtype=np.int64)
-    n_alone = np.empty(1, dtype=np.int64)
-    K.sample_tasks(p["indptr"], users[1:2], p["sup_lo"], p["sup_hi"], 99,
-                   np.array([0, len(alone)]), alone, n_alone)
-    np.testing.assert_array_equal(alone, perm[offsets[1] : offsets[2]])
-    assert n_alone[0] == n_sup[1]
+    alone = tasks_of(p, users[1:2], 99)[0]
+    for a, b in zip(alone, tasks[1]):
+        np.testing.assert_array_equal(a, b)
 
     # Another seed gives other tasks.
-    other = np.empty_like(perm)
-    K.sample_tasks(p["indptr"], users, p["sup_lo"], p["sup_hi"], 100, offsets, other, n_sup.copy())
-    assert not np.array_equal(other, perm)
+    other = tasks_of(p, users, 100)
+    assert not all(np.array_equal(a[0], b[0]) for a, b in zip(tasks, other))
+
+
+def test_sampled_negatives_are_unrated_items_with_the_positives_weights(problem):
+    p = dict(problem)
+    p["ratings"] = np.ones_like(p["ratings"])
+    users = np.arange(6, dtype=np.int64)
+    n_neg = 3
+    for seed in range(5):
+        for (items, y, w, n_sup), u in zip(tasks_of(p, users, seed, n_neg), users):
+            rows = slice(p["indptr"][u], p["indptr"][u + 1])
+            rated = set(p["items"][rows])
+            n = rows.stop - rows.start
+            s = n_sup // (1 + n_neg)
+            assert len(items) == n * (1 + n_neg)
+            # Layout: support positives, their negatives, query positives, theirs.
+            positive = np.zeros(len(items), dtype=bool)
+            positive[:s] = True
+            positive[n_sup : n_sup + n - s] = True
+            np.testing.assert_array_equal(y, positive.astype(float))
+            negatives = items[~positive]
+            assert not rated & set(negatives)
+            assert ((negatives >= 0) & (negatives < p["n_items"])).all()
+            # Each positive's negatives carry its weight.
+            np.testing.assert_array_equal(w[s:n_sup], np.repeat(w[:s], n_neg))
+            np.testing.assert_array_equal(w[n_sup + n - s :], np.repeat(w[n_sup : n_sup + n - s], n_neg))
+
+
+def test_negatives_are_uniform_over_unrated_items():
+    # One user who rated items {1, 4, 5} of 8: negatives come from {0, 2, 3, 6, 7}.
+    p = dict(indptr=np.array([0, 3]), items=np.array([5, 1, 4]), ratings=np.ones(3), weights=np.ones(3),
+             sup_lo=np.array([1]), sup_hi=np.array([2]), n_items=8)
+    counts = np.zeros(8)
+    for seed in range(400):
+        items, y, _, _ = tasks_of(p, np.array([0]), seed, 2)[0]
+        np.add.at(counts, items[y == 0], 1)
+    assert counts[[1, 4, 5]].sum() == 0
+    share = counts[[0, 2, 3, 6, 7]] / counts.sum()
+    assert np.abs(share - 0.2).max() < 0.03
+
+
+def test_kth_unseen_item():
+    seen = np.array([0, 1, 3, 7])
+    unseen = [2, 4, 5, 6, 8, 9]
+    assert [K._kth_unseen(seen, r) for r in range(6)] == unseen
 
 
 def test_support_sizes_are_uniform_over_the_range():
-    indptr = np.array([0, 30], dtype=np.int64)
-    lo, hi = np.array([2]), np.array([6])
-    sizes = np.empty(2000, dtype=np.int64)
-    perm = np.empty(30, dtype=np.int64)
-    n_sup = np.empty(1, dtype=np.int64)
-    for seed in range(2000):
-        K.sample_tasks(indptr, np.array([0]), lo, hi, seed, np.array([0, 30]), perm, n_sup)
-        sizes[seed] = n_sup[0]
+    p = dict(indptr=np.array([0, 30]), items=np.arange(30), ratings=np.ones(30), weights=np.ones(30),
+             sup_lo=np.array([2]), sup_hi=np.array([6]), n_items=30)
+    sizes = np.array([tasks_of(p, np.array([0]), seed)[0][3] for seed in range(2000)])
     counts = np.bincount(sizes, minlength=7)[2:7]
     assert counts.min() > 300 and counts.max() < 500
 
 
-def test_adapt_users_matches_reference(problem):
-    p = problem
+@pytest.mark.parametrize("loss, n_neg", [("squared", 0), ("logistic", 0), ("logistic", 2)])
+def test_adapt_users_matches_reference(problem, loss, n_neg):
+    p = dict(problem)
+    if loss == "logistic":
+        p["ratings"] = np.ones_like(p["ratings"]) if n_neg else (p["ratings"] > 3.0).astype(float)
     users = np.arange(6, dtype=np.int64)
-    out = np.empty((6, p["d"]))
-    K.adapt_users(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["theta"],
-                  p["n_items"], p["alpha"], 0.05, 4, out)
+
+    def adapt(order, keys):
+        out = np.empty((len(order), p["d"]))
+        K.adapt_users(p["indptr"], p["items"], p["ratings"], p["weights"], order, keys, 5, p["theta"],
+                      p["n_items"], p["alpha"], 0.05, 4, loss == "logistic", n_neg, out)
+        return out
+
+    out = adapt(users, users)
     mu, phi0, bi, Q = R.split_theta(p["theta"], p["n_items"], p["d"])
-    for u in users:
-        s = slice(p["indptr"][u], p["indptr"][u + 1])
-        expected = R.adapt(phi0, p["items"][s], p["ratings"][s], p["weights"][s], mu, bi, Q,
-                           p["alpha"], 0.05, 4)
+    counts = np.diff(p["indptr"])
+    # Adaptation uses every rating (and its negatives): the task whose
+    # support is all of them, drawn with the same seed and key.
+    tasks = tasks_of({**p, "sup_lo": counts, "sup_hi": counts}, users, 5, n_neg)
+    for u, (items, ratings, weights, n_sup) in zip(users, tasks):
+        assert n_sup == len(items) == counts[u] * (1 + n_neg)
+        expected = R.adapt(phi0, items, ratings, weights, mu, bi, Q, p["alpha"], 0.05, 4, loss)
         np.testing.assert_allclose(out[u], expected, rtol=1e-12, atol=1e-12)
+    # Negatives are keyed by the key passed, not by the position in the batch.
+    np.testing.assert_array_equal(adapt(users[::-1], users[::-1])[::-1], out)
+    if n_neg:
+        assert not np.allclose(adapt(users, users + 100), out)
 
 
 def test_predict_matches_reference(problem):
@@ -84,7 +133,9 @@ def test_sgd_epoch_matches_reference(problem):
     order = np.random.default_rng(1).permutation(len(users))
     table = np.random.default_rng(2).normal(0, 0.1, (6, p["d"]))
     theta, table_ref, theta_ref = p["theta"].copy(), table.copy(), p["theta"].copy()
-    K.sgd_epoch(users, p["items"], p["ratings"], p["weights"], order, theta, p["n_items"], table, 0.01, 0.02)
+    none = np.zeros(0, dtype=np.int64)
+    K.sgd_epoch(users, p["items"], p["ratings"], p["weights"], order, theta, p["n_items"], table, 0.01, 0.02,
+                False, 0, np.zeros(7, dtype=np.int64), none, 0)
     R.sgd_epoch(users, p["items"], p["ratings"], p["weights"], order, theta_ref, p["n_items"], table_ref, 0.01, 0.02)
     np.testing.assert_allclose(table, table_ref, rtol=1e-12)
     np.testing.assert_allclose(theta, theta_ref, rtol=1e-12)

@@ -11,14 +11,14 @@ from sklearn_metarec import _kernels as K
 
 from . import _reference as R
 from ._contract import RecommenderContract, small_data
-from .test_gradients import random_problem, tasks_of
+from .test_gradients import random_problem, task_offsets, tasks_of
 
 
 class TestReptileContract(RecommenderContract):
     estimator = functools.partial(ReptileFactorizationRecommender, n_factors=4, n_epochs=3, random_state=0)
 
 
-def reptile_reference(p, tasks, lam, item_lr, n_steps, adapt_items):
+def reptile_reference(p, tasks, lam, item_lr, n_steps, adapt_items, loss="squared"):
     """Reptile's direction, written plainly: adapt φ and per-rating copies of
     the support items by gradient descent on the support loss, then average
     φ's change over tasks and each item's over its copies."""
@@ -26,12 +26,11 @@ def reptile_reference(p, tasks, lam, item_lr, n_steps, adapt_items):
     delta = np.zeros_like(p["theta"])
     _, dphi0, dbi, dQ = R.split_theta(delta, p["n_items"], p["d"])
     copies = np.zeros(p["n_items"])
-    for support, _ in tasks:
-        it, r, w = p["items"][support], p["ratings"][support], p["weights"][support]
+    for items, ratings, weights, n_sup in tasks:
+        it, r, w = items[:n_sup], ratings[:n_sup], weights[:n_sup]
         phi, b, q = phi0.copy(), bi[it].copy(), Q[it].copy()
         for _ in range(n_steps):
-            e = mu + b + phi[0] + q @ phi[1:] - r
-            c = 2 * w * e / w.sum()
+            c = w * R.loss_slope(mu + b + phi[0] + q @ phi[1:], r, loss) / w.sum()
             g_phi = 2 * lam * phi + np.r_[c.sum(), q.T @ c]
             g_b, g_q = c, np.outer(c, phi[1:])
             phi = phi - p["alpha"] * g_phi
@@ -47,27 +46,25 @@ def reptile_reference(p, tasks, lam, item_lr, n_steps, adapt_items):
     return delta
 
 
+@pytest.mark.parametrize("loss, n_neg", [("squared", 0), ("logistic", 0), ("logistic", 2)])
 @pytest.mark.parametrize("n_steps", [1, 3])
 @pytest.mark.parametrize("adapt_items", [True, False])
-def test_update_matches_numpy(n_steps, adapt_items):
-    p = random_problem(n_steps, 6, 5, 3)  # few items: copies of one item across tasks
+def test_update_matches_numpy(n_steps, adapt_items, loss, n_neg):
+    p = random_problem(n_steps, 6, 5 + 4 * n_neg, 3, loss)  # few items: copies of one item across tasks
+    if n_neg:
+        p["ratings"][:] = 1.0
     users = np.arange(6, dtype=np.int64)
-    offsets = np.r_[0, np.cumsum(np.diff(p["indptr"]))].astype(np.int64)
+    offsets = task_offsets(p, users, n_neg)
     delta = np.empty_like(p["theta"])
-    loss = K.reptile_batch(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"],
-                           p["sup_hi"], 4, offsets, p["theta"], p["n_items"], p["alpha"], 0.05, 0.2,
-                           n_steps, adapt_items, delta)
-    tasks = tasks_of(p, users, 4, offsets)
-    expected = reptile_reference(p, tasks, 0.05, 0.2, n_steps, adapt_items)
+    value = K.reptile_batch(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"],
+                            p["sup_hi"], 4, offsets, p["theta"], p["n_items"], p["alpha"], 0.05, 0.2,
+                            n_steps, adapt_items, loss == "logistic", n_neg, delta)
+    tasks = tasks_of(p, users, 4, n_neg)
+    expected = reptile_reference(p, tasks, 0.05, 0.2, n_steps, adapt_items, loss)
     np.testing.assert_allclose(delta, expected, rtol=1e-10, atol=1e-13)
     assert np.abs(delta[1 + p["d"] :]).max() > 0 if adapt_items else not delta[1 + p["d"] :].any()
-    mu, phi0, bi, Q = R.split_theta(p["theta"], p["n_items"], p["d"])
-    support_losses = [
-        R.task_loss(p["theta"], p["n_items"], p["d"], [], s, p["items"], p["ratings"], p["weights"],
-                    p["alpha"], 0.0, 0.0, 0) + 0.05 * phi0 @ phi0
-        for s, _ in tasks
-    ]
-    assert loss == pytest.approx(np.mean(support_losses), rel=1e-12)
+    support_losses = [R.support_loss(p["theta"], p["n_items"], p["d"], t, 0.05, loss) for t in tasks]
+    assert value == pytest.approx(np.mean(support_losses), rel=1e-12)
 
 
 def test_a_meta_step_interpolates_toward_the_adapted_parameters():
@@ -83,7 +80,7 @@ def test_a_meta_step_interpolates_toward_the_adapted_parameters():
     offsets = np.r_[0, np.cumsum(np.diff(indptr))].astype(np.int64)
     delta = np.empty_like(start)
     K.reptile_batch(indptr, items, ratings, weights, order, lo, hi, 11, offsets, start, len(model.item_ids_),
-                    model._alpha(), 0.0, model.inner_lr, model.n_inner_steps, True, delta)
+                    model._alpha(), 0.0, model.inner_lr, model.n_inner_steps, True, False, 0, delta)
     model.set_params(meta_lr=0.3)._meta_epoch(indptr, items, ratings, weights, order, lo, hi, 11)
     np.testing.assert_allclose(model._theta, start + 0.3 * delta, rtol=1e-12)
 
