@@ -209,6 +209,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         except TypeError:  # leave the estimator as it was
             vars(self._user_vocab).update(saved)
             raise
+        self._all_positive = self._all_positive and bool((y == 1.0).all())
         d = self.n_factors + 1
         if not hasattr(self, "_theta"):
             self._theta = self._init_theta(len(self._item_vocab), y, w)
@@ -234,7 +235,6 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             self._user_buf = buf
         self._user_buf[n_users_old:n_users] = self._theta[1 : 1 + d]
         self._log.append(u, i, y, w)
-        self._all_positive = self._all_positive and bool((y == 1.0).all())
         return np.unique(u), (u, i, y, w), n_users_old
 
     def _refresh_users(self, users, fresh=None, n_users_old=None):

@@ -13,20 +13,27 @@ The model is biased matrix factorization,
 * Meta-parameters Θ = (μ, φ₀, b, Q) live in one flat vector ``theta`` laid
   out as ``[μ, φ₀ (d), b (n_items), Q (n_items·k)]`` so that one Adam loop
   and one gradient buffer serve them all (see :func:`unpack`).
-* A task is one user: positions of its ratings split into a support set S
-  and a query set Q. Weights w are the sample weights, W_S = Σ_S w.
-* Support loss  L_S(φ) = Σ_S w e² / W_S + λ ‖φ‖²   (λ = ``inner_reg``).
-  Its gradient g(φ) = (2/W_S) Σ_S w e x + 2λφ, and its Hessian
-  H = (2/W_S) Σ_S w x xᵀ + 2λI is a small d×d matrix.
+* A task is one user: its ratings split into a support set S and a query
+  set Q. Weights w are the sample weights, W_S = Σ_S w. The score of a
+  rating is s = r̂ and its loss ℓ(s, y) is the squared error (s − y)², or
+  for implicit feedback the cross-entropy of σ(s) against y ∈ [0, 1],
+  softplus(s) − y s, with ℓ' = σ(s) − y and curvature ℓ'' = σ(s)(1 − σ(s)).
+  Positives-only data get ``n_neg`` sampled negatives (y = 0) per rating,
+  drawn uniformly among the items the user never rated, separately for S
+  and Q; they are ordinary entries of the task from then on.
+* Support loss  L_S(φ) = Σ_S w ℓ / W_S + λ ‖φ‖²   (λ = ``inner_reg``).
+  Its gradient g(φ) = Σ_S w ℓ' x / W_S + 2λφ, and its Hessian
+  H = Σ_S w ℓ'' x xᵀ / W_S + 2λI is a small d×d matrix (for the squared
+  loss ℓ' = 2e and ℓ'' = 2, with e = r̂ − r the residual).
 * Inner loop: φ_{t+1} = φ_t − α ⊙ g(φ_t), t = 0..T−1, α ∈ R^d the inner
   step sizes (a constant vector for MAML).
-* Query loss L_Q(φ_T) = Σ_Q w [e² + β (b_i² + ‖q_i‖²)] / W_Q
+* Query loss L_Q(φ_T) = Σ_Q w [ℓ + β (b_i² + ‖q_i‖²)] / W_Q
   (β = ``reg``, a per-rating L2 penalty on item parameters as in SVD).
 * Meta-gradient (reverse pass). v_T = ∂L_Q/∂φ_T; for t = T−1..0, with
-  ṽ = α ⊙ v_{t+1}:
-      v_t = v_{t+1} − H ṽ                      (Hessian-vector product)
-      ∂/∂c_j  −= (2 w_j / W_S) x_jᵀṽ           (mixed partial, j ∈ S)
-      ∂/∂q_j  −= (2 w_j / W_S) [(x_jᵀṽ) p_t + e_j ṽ_p]
+  ṽ = α ⊙ v_{t+1} and ℓ', ℓ'' taken at φ_t:
+      v_t = v_{t+1} − H ṽ                        (Hessian-vector product)
+      ∂/∂c_j  −= (w_j / W_S) ℓ''_j x_jᵀṽ         (mixed partial, j ∈ S)
+      ∂/∂q_j  −= (w_j / W_S) [ℓ''_j (x_jᵀṽ) p_t + ℓ'_j ṽ_p]
   and ∂/∂φ₀ = v_0. First-order MAML keeps only v_T and the query terms,
   which is exactly the query gradient at the adapted parameters.
 * Meta-SGD hypergradients, in the same pass: φ_{t+1} depends on α and λ

@@ -58,11 +58,13 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         Number of latent factors k.
     n_inner_steps : int, default=5
         Gradient steps T of the inner loop (adaptation to one user).
-    inner_lr : float, default=0.15
-        Step size α of the inner loop. The support loss's curvature in the
-        user bias is 2 (mean squared error), so α = 0.5 is a full Newton step
-        on the bias and α >= 1 oscillates; smaller steps act as shrinkage
-        toward the meta-learned prior, which few-shot users need.
+    inner_lr : float or "auto", default="auto"
+        Step size α of the inner loop; "auto" is 0.15 for the squared loss
+        and 1.0 for the logistic one. The squared loss's curvature in the
+        user bias is 2, so α = 0.5 is a full Newton step on the bias and
+        α >= 1 oscillates; the cross-entropy's is at most 1/4, hence the
+        larger step. Smaller steps act as shrinkage toward the meta-learned
+        prior, which few-shot users need.
     inner_reg : float, default=0.0
         L2 strength λ on the user parameters in the inner loop.
     meta_lr : float, default=0.005
@@ -147,7 +149,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
     _parameter_constraints = {
         "n_factors": [Interval(Integral, 1, None, closed="left")],
         "n_inner_steps": [Interval(Integral, 0, None, closed="left")],
-        "inner_lr": [Interval(Real, 0, None, closed="neither")],
+        "inner_lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "inner_reg": [Interval(Real, 0, None, closed="left")],
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
         "reg": [Interval(Real, 0, None, closed="left")],
@@ -173,7 +175,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         n_factors=32,
         *,
         n_inner_steps=5,
-        inner_lr=0.15,
+        inner_lr="auto",
         inner_reg=0.0,
         meta_lr=0.005,
         reg=0.01,
@@ -289,8 +291,14 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
     # Meta-SGD (a subclass) learns the inner step sizes and L2 strength too.
     _learns_hyper = False
 
+    def _inner_lr(self):
+        """The inner step size, "auto" resolved for the loss."""
+        if self.inner_lr == "auto":
+            return 1.0 if self._logistic else 0.15
+        return float(self.inner_lr)
+
     def _alpha(self):
-        return np.full(self.n_factors + 1, float(self.inner_lr))
+        return np.full(self.n_factors + 1, self._inner_lr())
 
     def _inner_reg(self):
         return float(self.inner_reg)
@@ -310,7 +318,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
                 raise DivergenceError(
                     f"Meta-training diverged in epoch {self.n_iter_ + 1}: the query "
                     f"loss became NaN, infinite or exploded. Try a smaller inner_lr (now "
-                    f"{self.inner_lr}) or meta_lr (now {self.meta_lr})."
+                    f"{self._inner_lr()}) or meta_lr (now {self.meta_lr})."
                 )
             self.n_iter_ += 1
             self.loss_curve_.append(float(np.mean(losses)))

@@ -28,8 +28,9 @@ class MetaSGDFactorizationRecommender(MAMLFactorizationRecommender):
         Number of latent factors k.
     n_inner_steps : int, default=5
         Gradient steps T of the inner loop.
-    inner_lr : float, default=0.15
-        Initial value of every step size in α.
+    inner_lr : float or "auto", default="auto"
+        Initial value of every step size in α; "auto" is 0.15 for the
+        squared loss and 1.0 for the logistic one.
     inner_reg : float, default=1e-3
         Initial λ when ``learn_inner_reg``, else the fixed λ.
     learn_inner_reg : bool, default=True
@@ -86,7 +87,7 @@ loss_curve_, n_iter_, n_features_in_, feature_names_in_
         n_factors=32,
         *,
         n_inner_steps=5,
-        inner_lr=0.15,
+        inner_lr="auto",
         inner_reg=1e-3,
         learn_inner_reg=True,
         meta_lr=0.005,
@@ -133,7 +134,7 @@ loss_curve_, n_iter_, n_features_in_, feature_names_in_
     def _init_theta(self, n_items, y, w):
         theta = super()._init_theta(n_items, y, w)
         lam = np.log(self.inner_reg) if self.learn_inner_reg else 0.0
-        self._hyper = np.r_[np.full(self.n_factors + 1, np.log(self.inner_lr)), lam]
+        self._hyper = np.r_[np.full(self.n_factors + 1, np.log(self._inner_lr())), lam]
         self._hyper_m = np.zeros_like(self._hyper)
         self._hyper_v = np.zeros_like(self._hyper)
         return theta

@@ -17,7 +17,10 @@ ranked list cut at the first ``k`` positions, rank ``i = 1..k``:
 * ``recall@k = hits / n_relevant``;
 * ``MAP@k``: the mean over users of
   ``AP@k = Σ_i rel_i · precision@i / min(k, n_relevant)``;
-* ``hit_rate@k``: 1 if a relevant item is in the top ``k``, else 0.
+* ``hit_rate@k``: 1 if a relevant item is in the top ``k``, else 0;
+* ``AUC``: the share of (relevant, non-relevant) item pairs of the user
+  that the scores order correctly, a tie counting one half; it looks at the
+  whole list, not the top ``k``, and leaves out users lacking either kind.
 
 Users with no relevant item (for nDCG: with ``IDCG = 0``) are left out of
 the average: no ranking can do well or badly on them. If no user is left,
@@ -37,7 +40,9 @@ for this mode.
 
 ``mode="catalogue"``: the estimator's full-catalogue top-``k`` list from
 ``recommend`` (items seen in training excluded) is compared with the
-user's test ratings; see :func:`ranking_report`.
+user's test ratings; see :func:`ranking_report`. There, AUC pairs each
+relevant test item with every other item the user has not seen (rated in
+training), which is the usual protocol for implicit feedback.
 """
 
 import numbers
@@ -45,12 +50,13 @@ import warnings
 
 import numpy as np
 from scipy.special import gammaln
+from scipy.stats import rankdata
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.utils.validation import check_is_fitted
 
 from ._data import _check_vector, as_2d, check_ids, check_ratings
 
-RANKING_METRICS = ("ndcg", "precision", "recall", "map", "hit_rate")
+RANKING_METRICS = ("ndcg", "precision", "recall", "map", "hit_rate", "auc")
 ERROR_METRICS = ("rmse", "mae", "user_rmse", "user_mae")
 
 
@@ -231,6 +237,20 @@ class _RankedLists:
         p_hit[self.group_user[cut]] = np.where(sure[self.group_user[cut]], 1.0, 1.0 - miss)
         return _average(p_hit, np.ones(n_users), self.n_relevant > 0, "hit rate")
 
+    def auc(self):
+        # Over the whole list, group by group: a group's relevant items beat
+        # every non-relevant item in later groups and half of those in it.
+        n_users = len(self.n_ranked)
+        r = self.n_rel_group
+        neg = self.size - r
+        n_neg = np.bincount(self.group_user, neg, minlength=n_users)
+        above = np.cumsum(neg) - neg
+        first = np.searchsorted(self.group_user, self.group_user, side="left")
+        above = above - above[first]
+        below = n_neg[self.group_user] - above - neg
+        won = np.bincount(self.group_user, r * (below + 0.5 * neg), minlength=n_users)
+        return _average(won, self.n_relevant * n_neg, (self.n_relevant > 0) & (n_neg > 0), "AUC")
+
 
 def _average(numerator, denominator, eligible, name):
     if not eligible.any():
@@ -317,6 +337,36 @@ def hit_rate_at_k(y_true, y_score, *, users, k=10, threshold=4.0):
     return _within_lists(y_true, y_score, users, k, threshold, "linear").hit_rate()
 
 
+def auc_score(y_true, y_score, *, users, threshold=4.0):
+    """Per-user AUC: each user's relevant test items against its other test
+    items, averaged over users.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_ratings,)
+        True ratings or 0/1 labels of the test items.
+    y_score : array-like of shape (n_ratings,)
+        Predicted ratings, probabilities or any score; higher ranks first.
+    users : array-like of shape (n_ratings,)
+        User of each rating.
+    threshold : float, default=4.0
+        A rating at least this high is relevant (pass 1 for 0/1 data).
+
+    Returns
+    -------
+    float
+        The mean over users that have both relevant and non-relevant items
+        of the share of such pairs ordered correctly (ties count one half).
+
+    Examples
+    --------
+    >>> from sklearn_metarec.metrics import auc_score
+    >>> auc_score([1, 0, 0, 1, 0], [0.9, 0.2, 0.9, 0.1, 0.5], users=[0, 0, 0, 1, 1], threshold=1)
+    0.375
+    """
+    return _within_lists(y_true, y_score, users, 1, threshold, "linear").auc()
+
+
 ndcg_at_k.__doc__ = (
     "nDCG@k with graded gains, each user's test items ranked among themselves.\n"
     + _WITHIN_DOC.format(extra="""gains : {"linear", "exponential"}, default="linear"
@@ -396,8 +446,8 @@ def ranking_report(estimator, X, y, *, k=10, mode="within", metrics=None, thresh
         see :mod:`sklearn_metarec.metrics`.
     metrics : sequence of str, default=None
         Among ``"rmse"``, ``"mae"``, ``"user_rmse"``, ``"user_mae"``,
-        ``"ndcg"``, ``"precision"``, ``"recall"``, ``"map"``, ``"hit_rate"``;
-        all of them when None.
+        ``"ndcg"``, ``"precision"``, ``"recall"``, ``"map"``, ``"hit_rate"``,
+        ``"auc"``; all of them when None.
     threshold : float, default=4.0
         Relevance threshold of the binary ranking metrics.
     gains : {"linear", "exponential"}, default="linear"
@@ -439,8 +489,31 @@ def ranking_report(estimator, X, y, *, k=10, mode="within", metrics=None, thresh
         else:
             lists = _catalogue_lists(estimator, users, items, y, k, threshold, gains)
         for name in ranked:
-            report[name] = getattr(lists, name)()
+            if name == "auc" and mode == "catalogue":
+                report[name] = _catalogue_auc(estimator, users, items, y, threshold)
+            else:
+                report[name] = getattr(lists, name)()
     return report
+
+
+def _catalogue_auc(estimator, users, items, y_true, threshold):
+    """AUC of each user's relevant test items against every item it has not
+    seen, from the full-catalogue ranking (ties count one half)."""
+    test_users, u = np.unique(users, return_inverse=True)
+    n_items = len(estimator._item_vocab)
+    pos, scores = estimator._top_n(estimator._user_vocab.lookup(test_users), n_items, True)
+    codes = estimator._item_vocab.lookup(items)
+    hit = (codes >= 0) & (y_true >= threshold)
+    relevant = np.zeros((len(test_users), n_items))
+    relevant[u[hit], codes[hit]] = 1.0
+    relevant = np.take_along_axis(relevant, pos, axis=1)
+    eligible = np.isfinite(scores)
+    n_pos = (relevant * eligible).sum(axis=1)
+    n_neg = eligible.sum(axis=1) - n_pos
+    # Midranks from the bottom; seen items (−∞) rank lowest and are dropped.
+    rank = rankdata(np.where(eligible, scores, -np.inf), axis=1) - (~eligible).sum(axis=1, keepdims=True)
+    won = (relevant * eligible * rank).sum(axis=1) - n_pos * (n_pos + 1) / 2
+    return _average(won, n_pos * n_neg, (n_pos > 0) & (n_neg > 0), "AUC")
 
 
 def _check_metrics(metrics):
@@ -485,7 +558,7 @@ def make_recommender_scorer(metric, *, k=10, mode="within", threshold=4.0, gains
     ----------
     metric : str
         ``"ndcg"``, ``"precision"``, ``"recall"``, ``"map"``, ``"hit_rate"``,
-        ``"rmse"``, ``"mae"``, ``"user_rmse"`` or ``"user_mae"``.
+        ``"auc"``, ``"rmse"``, ``"mae"``, ``"user_rmse"`` or ``"user_mae"``.
     k : int, default=10
         Cut-off of the ranking metrics.
     mode : {"within", "catalogue"}, default="within"

@@ -30,8 +30,9 @@ class ReptileFactorizationRecommender(MAMLFactorizationRecommender):
         Number of latent factors k.
     n_inner_steps : int, default=5
         Gradient steps T of the inner loop.
-    inner_lr : float, default=0.15
-        Step size α for the user parameters.
+    inner_lr : float or "auto", default="auto"
+        Step size α for the user parameters; "auto" is 0.15 for the squared
+        loss and 1.0 for the logistic one.
     inner_reg : float, default=0.0
         L2 strength λ on the user parameters in the inner loop.
     adapt_items : bool, default=True
@@ -98,7 +99,7 @@ n_iter_, n_features_in_, feature_names_in_
         n_factors=32,
         *,
         n_inner_steps=5,
-        inner_lr=0.15,
+        inner_lr="auto",
         inner_reg=0.0,
         adapt_items=True,
         item_lr=None,
@@ -135,7 +136,7 @@ n_iter_, n_features_in_, feature_names_in_
         Reptile direction of each batch, then the interpolation step."""
         n_items = len(self._item_vocab)
         alpha = self._alpha()
-        item_lr = float(self.inner_lr if self.item_lr is None else self.item_lr)
+        item_lr = self._inner_lr() if self.item_lr is None else float(self.item_lr)
         delta = np.empty_like(self._theta)
         losses = []
         for batch, offsets in self._batches(indptr, order):

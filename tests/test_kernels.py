@@ -182,3 +182,60 @@ def test_jit_falls_back_without_a_cache_directory(monkeypatch):
 
         numba.njit(cache=True)(twice)
     assert K._jit()(twice)(21) == 42
+
+
+def test_logistic_users_minimize_the_regularized_cross_entropy(problem):
+    from scipy.optimize import minimize
+
+    p = dict(problem)
+    p["ratings"] = np.ones_like(p["ratings"])
+    users = np.array([1, 4], dtype=np.int64)
+    out = np.empty((2, p["d"]))
+    K.logistic_users(p["indptr"], p["items"], p["ratings"], p["weights"], users, users, 3, p["theta"],
+                     p["n_items"], p["d"], 0.1, 2, out)
+    counts = np.diff(p["indptr"])
+    tasks = tasks_of({**p, "sup_lo": counts, "sup_hi": counts}, users, 3, 2)
+    mu, _, bi, Q = R.split_theta(p["theta"], p["n_items"], p["d"])
+    for b, (items, y, w, _) in enumerate(tasks):
+        X = np.hstack([np.ones((len(items), 1)), Q[items]])
+
+        def objective(phi):
+            s = mu + bi[items] + X @ phi
+            return np.sum(w * R.loss_value(s, y, "logistic")) + 0.1 * w.sum() * phi @ phi
+
+        best = minimize(objective, np.zeros(p["d"]), method="BFGS", options={"gtol": 1e-10}).x
+        np.testing.assert_allclose(out[b], best, rtol=1e-5, atol=1e-6)
+        assert objective(out[b]) <= objective(best) + 1e-10
+
+
+def test_logistic_sgd_epoch_steps_along_label_minus_probability():
+    # One positive and its sampled negatives: each step moves along
+    # err = y − σ(r̂), Surprise's update with the cross-entropy's residual.
+    users, items = np.array([0]), np.array([1])
+    theta = np.zeros(1 + 3 + 4 + 4 * 2)
+    theta[-8:] = np.arange(8) * 0.1
+    table = np.array([[0.0, 0.3, -0.2]])
+    seen_indptr, seen_items = np.array([0, 1]), np.array([1])
+    ref_theta, ref_table = theta.copy(), table.copy()
+    K.sgd_epoch(users, items, np.ones(1), np.ones(1), np.array([0]), theta, 4, table, 0.5, 0.01,
+                True, 3, seen_indptr, seen_items, 9)
+    # Replay with the same negatives, drawn as the kernel draws them.
+    state = K._task_state(9, 0)
+    negatives = []
+    for _ in range(3):
+        # The state is a uint64 inside the kernels; a Python int would be
+        # typed int64 below 2**63 and mix into float arithmetic.
+        state, r = K._randbelow(np.uint64(state), 3)
+        negatives.append(K._kth_unseen(seen_items, r))
+    assert 1 not in negatives
+    mu, _, bi, Q = R.split_theta(ref_theta, 4, 3)
+    for i, y in [(1, 1.0), *[(n, 0.0) for n in negatives]]:
+        phi = ref_table[0]
+        err = y - 1 / (1 + np.exp(-(mu + bi[i] + phi[0] + Q[i] @ phi[1:])))
+        b_old, q_old, p_old = bi[i], Q[i].copy(), phi[1:].copy()
+        phi[0] += 0.5 * (err - 0.01 * phi[0])
+        bi[i] = b_old + 0.5 * (err - 0.01 * b_old)
+        phi[1:] = p_old + 0.5 * (err * q_old - 0.01 * p_old)
+        Q[i] = q_old + 0.5 * (err * p_old - 0.01 * q_old)
+    np.testing.assert_allclose(table, ref_table, rtol=1e-12)
+    np.testing.assert_allclose(theta, ref_theta, rtol=1e-12)

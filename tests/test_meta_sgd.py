@@ -65,3 +65,13 @@ def test_divergence_is_reported():
     X, y = small_data()
     with pytest.raises(DivergenceError):
         MetaSGDFactorizationRecommender(n_factors=3, n_epochs=5, inner_lr=5.0, random_state=0).fit(X, y)
+
+
+def test_golden_values():
+    # Guards against unnoticed changes to the algorithm; update on purpose only.
+    X, y = make_ratings(n_users=30, n_items=20, mean_ratings=10, min_ratings=3, random_state=1)
+    model = MetaSGDFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0).fit(X, y)
+    np.testing.assert_allclose(
+        model.predict(X[:4]), [3.8308634982944767, 3.817310699622703, 3.839554226494301, 3.850174174926823],
+        rtol=1e-7,
+    )

@@ -7,12 +7,13 @@ import math
 import numpy as np
 import pytest
 from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import ndcg_score
+from sklearn.metrics import ndcg_score, roc_auc_score
 from sklearn.model_selection import GridSearchCV, cross_val_score
 
 from sklearn_metarec import FactorizationRecommender, MAMLFactorizationRecommender
 from sklearn_metarec.datasets import make_ratings
 from sklearn_metarec.metrics import (
+    auc_score,
     hit_rate_at_k,
     mae,
     make_recommender_scorer,
@@ -147,6 +148,28 @@ def test_ndcg_agrees_with_scikit_learn():
         )
 
 
+def test_auc_agrees_with_scikit_learn_per_user():
+    # Coarse scores make many ties, which roc_auc_score counts one half.
+    rng = np.random.default_rng(3)
+    users = rng.integers(0, 30, 400)
+    y = rng.integers(0, 2, 400).astype(float)
+    s = rng.integers(0, 5, 400).astype(float)
+    expected = [
+        roc_auc_score(y[users == u], s[users == u])
+        for u in np.unique(users)
+        if 0 < y[users == u].sum() < (users == u).sum()
+    ]
+    assert auc_score(y, s, users=users, threshold=1) == pytest.approx(np.mean(expected), rel=1e-12)
+    perm = rng.permutation(400)
+    assert auc_score(y[perm], s[perm], users=users[perm], threshold=1) == pytest.approx(np.mean(expected))
+
+
+def test_auc_of_a_constant_score_is_one_half_and_users_of_one_kind_are_left_out():
+    assert auc_score([1, 0, 0, 1, 1], [2.0] * 5, users=[0, 0, 0, 1, 1], threshold=1) == 0.5
+    with pytest.warns(UndefinedMetricWarning, match="AUC"):
+        assert math.isnan(auc_score([1, 1], [0.1, 0.2], users=[0, 0], threshold=1))
+
+
 def test_row_order_and_user_labels_do_not_matter():
     rng = np.random.default_rng(1)
     users = rng.integers(0, 20, 300)
@@ -173,7 +196,7 @@ def test_no_relevant_item_gives_nan_with_a_warning():
         (lambda: ndcg_at_k([1, 2], [1, 2], users=None), TypeError, "users is required"),
         (lambda: ndcg_at_k([1, 2], [1, 2], users=[0, 0], k=0), ValueError, "k must be"),
         (lambda: ndcg_at_k([1, 2], [1, 2], users=[0, 0], gains="log"), ValueError, "gains"),
-        (lambda: make_recommender_scorer("auc"), ValueError, "Unknown metric"),
+        (lambda: make_recommender_scorer("roc"), ValueError, "Unknown metric"),
         (lambda: make_recommender_scorer("ndcg", mode="all"), ValueError, "mode"),
     ],
 )
@@ -218,6 +241,22 @@ def test_catalogue_mode_matches_a_slow_reference(cold_start):
     for name, values in per_user.items():
         assert report[name] == pytest.approx(np.mean(values), rel=1e-12), name
     assert report["recall"] > 0  # the check above is not vacuous
+
+
+def test_catalogue_auc_pairs_relevant_test_items_with_every_unseen_item(cold_start):
+    model, X_train, X_test, y_test = cold_start
+    aucs = []
+    for user in np.unique(X_test[:, 0]):
+        seen = set(X_train[X_train[:, 0] == user, 1])
+        rated = dict(zip(X_test[X_test[:, 0] == user, 1], y_test[X_test[:, 0] == user]))
+        candidates = np.array([i for i in model.item_ids_ if i not in seen])
+        labels = np.array([rated.get(i, 0.0) >= 4 for i in candidates])
+        if 0 < labels.sum() < len(labels):
+            scores = model.predict(np.column_stack([np.full(len(candidates), user), candidates]))
+            aucs.append(roc_auc_score(labels, scores))
+    report = ranking_report(model, X_test, y_test, mode="catalogue", metrics=["auc"])
+    assert report["auc"] == pytest.approx(np.mean(aucs), rel=1e-12)
+    assert report["auc"] > 0.55
 
 
 def test_report_errors_and_within_mode(cold_start):

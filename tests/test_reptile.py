@@ -80,7 +80,7 @@ def test_a_meta_step_interpolates_toward_the_adapted_parameters():
     offsets = np.r_[0, np.cumsum(np.diff(indptr))].astype(np.int64)
     delta = np.empty_like(start)
     K.reptile_batch(indptr, items, ratings, weights, order, lo, hi, 11, offsets, start, len(model.item_ids_),
-                    model._alpha(), 0.0, model.inner_lr, model.n_inner_steps, True, False, 0, delta)
+                    model._alpha(), 0.0, model._inner_lr(), model.n_inner_steps, True, False, 0, delta)
     model.set_params(meta_lr=0.3)._meta_epoch(indptr, items, ratings, weights, order, lo, hi, 11)
     np.testing.assert_allclose(model._theta, start + 0.3 * delta, rtol=1e-12)
 
@@ -89,3 +89,15 @@ def test_meta_lr_must_be_an_interpolation_step():
     X, y = small_data()
     with pytest.raises(ValueError, match="meta_lr"):
         ReptileFactorizationRecommender(meta_lr=1.5).fit(X, y)
+
+
+def test_golden_values():
+    # Guards against unnoticed changes to the algorithm; update on purpose only.
+    from sklearn_metarec.datasets import make_ratings
+
+    X, y = make_ratings(n_users=30, n_items=20, mean_ratings=10, min_ratings=3, random_state=1)
+    model = ReptileFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0).fit(X, y)
+    np.testing.assert_allclose(
+        model.predict(X[:4]), [3.971202453165603, 3.883926075137208, 3.8878264418776753, 3.692731991841896],
+        rtol=1e-7,
+    )
