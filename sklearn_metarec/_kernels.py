@@ -308,17 +308,19 @@ def _draw_negatives(state, seen, n_items, n_neg, src_w, t_items, t_y, t_w):
 
 @_jit()
 def _build_task(indptr, items, ratings, weights, u, key, s_lo, s_hi, seed, n_items, n_neg,
-                t_items, t_y, t_w):
+                t_items, t_y, t_w, perm):
     """Lay out user ``u``'s task in ``t_*`` (length (1 + n_neg)·n for n
     ratings): the support set's ratings, their negatives, then the query
     set's ratings and their negatives. The support size is drawn uniformly
     in [s_lo, s_hi], the support by a partial Fisher–Yates shuffle, then
     the negatives, all from one stream keyed by (seed, key), so a task does
     not depend on the batch or the thread it lands in. Returns the length
-    of the support part, (1 + n_neg)·s."""
+    of the support part, (1 + n_neg)·s. ``perm`` is scratch of length n or
+    more (allocating it here, per task, costs more than the task's maths)."""
     start = indptr[u]
     n = indptr[u + 1] - start
-    perm = np.arange(start, start + n)
+    for a in range(n):
+        perm[a] = start + a
     state = _task_state(seed, key)
     state, s = _randbelow(state, s_hi - s_lo + 1)
     s += s_lo
@@ -358,8 +360,9 @@ def sample_tasks(indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, n
         u = users[b]
         lo = offsets[b]
         hi = offsets[b + 1]
+        perm = np.empty(hi - lo, dtype=np.int64)
         n_sup[b] = _build_task(indptr, items, ratings, weights, u, u, sup_lo[u], sup_hi[u], seed,
-                               n_items, n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi])
+                               n_items, n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], perm)
 
 
 @_jit(parallel=True)
@@ -382,6 +385,7 @@ def meta_batch_grad(
     t_items = np.empty(total, dtype=np.int64)
     t_y = np.empty(total)
     t_w = np.empty(total)
+    perm = np.empty(total, dtype=np.int64)
     g_item = np.zeros((total, d))
     g_phi = np.zeros((n_tasks, d))
     g_mu = np.zeros(n_tasks)
@@ -392,7 +396,7 @@ def meta_batch_grad(
         lo = offsets[b]
         hi = offsets[b + 1]
         n_sup = _build_task(indptr, items, ratings, weights, u, u, sup_lo[u], sup_hi[u], seed,
-                            n_items, n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi])
+                            n_items, n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], perm[lo:hi])
         phis = np.empty((n_steps + 1, d))
         losses[b], g_mu[b], g_hyper[b, d] = _task_meta_grad(
             n_sup, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], mu, phi0, bi, Q, alpha, lam, reg,
@@ -443,6 +447,7 @@ def reptile_batch(
     t_items = np.empty(total, dtype=np.int64)
     t_y = np.empty(total)
     t_w = np.empty(total)
+    perm = np.empty(total, dtype=np.int64)
     d_item = np.zeros((total, d))
     d_phi = np.zeros((n_tasks, d))
     n_sups = np.zeros(n_tasks, dtype=np.int64)
@@ -452,7 +457,7 @@ def reptile_batch(
         lo = offsets[b]
         hi = offsets[b + 1]
         s = _build_task(indptr, items, ratings, weights, u, u, sup_lo[u], sup_hi[u], seed,
-                        n_items, n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi])
+                        n_items, n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], perm[lo:hi])
         n_sups[b] = s
         it = t_items[lo : lo + s]
         ys = t_y[lo : lo + s]
@@ -566,7 +571,7 @@ def adapt_users(indptr, items, ratings, weights, users, keys, seed, theta, n_ite
         t_y = np.empty(m)
         t_w = np.empty(m)
         s = _build_task(indptr, items, ratings, weights, u, keys[b], n, n, seed, n_items, n_neg,
-                        t_items, t_y, t_w)
+                        t_items, t_y, t_w, np.empty(n, dtype=np.int64))
         phis = np.empty((n_steps + 1, d))
         phis[0, :] = phi0
         g = np.empty(d)
@@ -632,7 +637,7 @@ def logistic_users(indptr, items, ratings, weights, users, keys, seed, theta, n_
         t_y = np.empty(m)
         t_w = np.empty(m)
         _build_task(indptr, items, ratings, weights, u, keys[b], n, n, seed, n_items, n_neg,
-                    t_items, t_y, t_w)
+                    t_items, t_y, t_w, np.empty(n, dtype=np.int64))
         wsum = t_w.sum()
         phi = np.zeros(d)
         if wsum <= 0.0:
