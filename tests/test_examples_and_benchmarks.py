@@ -54,3 +54,15 @@ def test_movielens_example_runs_on_files_in_the_official_format(tmp_path, monkey
         assert f"| 5 | {name} |" in text and f"| 20 | {name} |" in text
     out = capsys.readouterr().out
     assert "plot saved" in out or "no plot" in out
+
+
+def test_implicit_feedback_example_runs(capsys):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import implicit_feedback as example
+    finally:
+        sys.path.pop(0)
+    scores = example.main(n_users=300, n_items=60)
+    out = capsys.readouterr().out
+    assert "| popularity |" in out and "| MAMLFactorizationRecommender |" in out
+    assert all(((s >= 0) & (s <= 1)).all() for name, s in scores.items() if name != "popularity")
