@@ -63,7 +63,7 @@ def main(n_users=1500, n_items=300, seed=0):
         kw = dict(users=pairs[:, 0])
         print(f"| {name} | {auc_score(labels, s, threshold=1, **kw):.4f} | "
               f"{ndcg_at_k(labels, s, k=10, **kw):.4f} | {recall_at_k(labels, s, k=10, threshold=1, **kw):.4f} |")
-    return scores
+    return scores, labels, pairs[:, 0]
 
 
 if __name__ == "__main__":

@@ -345,6 +345,13 @@ def _build_task(indptr, items, ratings, weights, u, key, s_lo, s_hi, seed, n_ite
     return m_sup
 
 
+@_jit()
+def _task_buffers(total):
+    """Items, targets, weights and shuffle scratch for a batch's tasks."""
+    return (np.empty(total, dtype=np.int64), np.empty(total), np.empty(total),
+            np.empty(total, dtype=np.int64))
+
+
 # --------------------------------------------------------------------------
 # Meta-batches and meta-epochs
 # --------------------------------------------------------------------------
@@ -382,10 +389,7 @@ def meta_batch_grad(
     phi0, bi, Q = unpack(theta, n_items, d)
     n_tasks = users.shape[0]
     total = offsets[n_tasks]
-    t_items = np.empty(total, dtype=np.int64)
-    t_y = np.empty(total)
-    t_w = np.empty(total)
-    perm = np.empty(total, dtype=np.int64)
+    t_items, t_y, t_w, perm = _task_buffers(total)
     g_item = np.zeros((total, d))
     g_phi = np.zeros((n_tasks, d))
     g_mu = np.zeros(n_tasks)
@@ -444,10 +448,7 @@ def reptile_batch(
     phi0, bi, Q = unpack(theta, n_items, d)
     n_tasks = users.shape[0]
     total = offsets[n_tasks]
-    t_items = np.empty(total, dtype=np.int64)
-    t_y = np.empty(total)
-    t_w = np.empty(total)
-    perm = np.empty(total, dtype=np.int64)
+    t_items, t_y, t_w, perm = _task_buffers(total)
     d_item = np.zeros((total, d))
     d_phi = np.zeros((n_tasks, d))
     n_sups = np.zeros(n_tasks, dtype=np.int64)

@@ -62,7 +62,7 @@ def test_implicit_feedback_example_runs(capsys):
         import implicit_feedback as example
     finally:
         sys.path.pop(0)
-    scores = example.main(n_users=300, n_items=60)
+    scores, _, _ = example.main(n_users=300, n_items=60)
     out = capsys.readouterr().out
     assert "| popularity |" in out and "| MAMLFactorizationRecommender |" in out
     assert all(((s >= 0) & (s <= 1)).all() for name, s in scores.items() if name != "popularity")
