@@ -49,8 +49,9 @@ def grad_only(model, users, repeat):
     grad = np.empty_like(model._theta)
     args = (
         indptr, items, ratings, weights, users, lo, hi, 7, offsets, model._theta,
-        len(model.item_ids_), model._alpha(), 0.0, model.reg, model.n_inner_steps,
-        model.first_order, False, False, 0, grad, np.empty(model.n_factors + 2),
+        len(model.item_ids_), model._alpha(), 0.0, model.shrinkage, model.reg, model.n_inner_steps,
+        model.first_order, False, False, 0, model.task_weighting == "ratings", grad,
+        np.empty(model.n_factors + 2),
     )
     best = np.inf
     for _ in range(repeat + 1):

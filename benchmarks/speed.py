@@ -21,8 +21,12 @@ Prints a Markdown table and writes it to benchmarks/results/speed.md.
 """
 
 import argparse
+import gc
+import itertools
+import multiprocessing
 import os
 import platform
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -31,9 +35,9 @@ import numba
 import numpy as np
 import torch
 
-from sklearn_metarec import MAMLFactorizationRecommender
+from sklearn_metarec import FactorizationRecommender, MAMLFactorizationRecommender
 from sklearn_metarec import _kernels as K
-from sklearn_metarec.datasets import make_ratings
+from sklearn_metarec.datasets import fetch_movielens, load_movielens, make_ratings
 from sklearn_metarec.maml import support_bounds
 from torch_maml import batched_meta_grad, pad, per_task_meta_grad
 
@@ -55,6 +59,12 @@ class Problem:
         self.n_items = len(model.item_ids_)
         self.alpha = model._alpha()
         self.lam, self.reg, self.n_steps = 0.0, float(model.reg), n_steps
+        # The estimators' default objective: support pseudo-count, per-rating query weights.
+        self.kappa, self.per_rating = float(model.shrinkage), model.task_weighting == "ratings"
+
+    def objective(self, kappa, per_rating):
+        self.kappa, self.per_rating = kappa, per_rating
+        return self
 
     def offsets(self, users):
         return np.r_[0, np.cumsum(np.diff(self.csr[0])[users])].astype(np.int64)
@@ -62,8 +72,9 @@ class Problem:
     def ours(self, users, first_order, seed=7):
         grad = np.empty_like(self.theta)
         loss = K.meta_batch_grad(*self.csr, users, self.lo, self.hi, seed, self.offsets(users), self.theta,
-                                 self.n_items, self.alpha, self.lam, self.reg, self.n_steps, first_order,
-                                 False, False, 0, grad, np.empty(len(self.alpha) + 1))
+                                 self.n_items, self.alpha, self.lam, self.kappa, self.reg, self.n_steps,
+                                 first_order, False, False, 0, self.per_rating, grad,
+                                 np.empty(len(self.alpha) + 1))
         return loss, grad
 
     def tasks(self, users, seed=7):
@@ -80,6 +91,9 @@ class Problem:
     def torch_args(self, dtype):
         return (torch.tensor(self.alpha, dtype=dtype), self.lam, self.reg, self.n_steps)
 
+    def torch_kw(self):
+        return dict(kappa=self.kappa, per_rating=self.per_rating)
+
 
 def as_torch(tasks, dtype):
     return [(torch.from_numpy(i), torch.tensor(y, dtype=dtype), torch.tensor(w, dtype=dtype), int(s))
@@ -87,23 +101,30 @@ def as_torch(tasks, dtype):
 
 
 def check_agreement(problem):
-    """Both PyTorch forms against the analytic meta-gradient, float64."""
+    """Both PyTorch forms against the analytic meta-gradient, float64, for
+    the estimators' default objective and for the MAML paper's."""
     users = problem.batches[0]
     tasks = problem.tasks(users)
     theta = torch.tensor(problem.theta)
     worst = 0.0
-    for first_order in (False, True):
+    default = (problem.kappa, problem.per_rating)
+    for first_order, objective in itertools.product((False, True), (default, (0.0, False))):
+        problem.objective(*objective)
+        kw = problem.torch_kw()
         loss, grad = problem.ours(users, first_order)
         args = problem.torch_args(torch.float64)
         for name, (t_loss, t_grad) in {
-            "per-task": per_task_meta_grad(theta, as_torch(tasks, torch.float64), problem.n_items, *args, first_order),
-            "batched": batched_meta_grad(theta, pad(tasks, torch.float64), problem.n_items, *args, first_order),
+            "per-task": per_task_meta_grad(theta, as_torch(tasks, torch.float64), problem.n_items, *args,
+                                           first_order, **kw),
+            "batched": batched_meta_grad(theta, pad(tasks, torch.float64), problem.n_items, *args, first_order,
+                                         **kw),
         }.items():
             rel = np.linalg.norm(t_grad.numpy() - grad) / np.linalg.norm(grad)
             if not (rel < 1e-8 and abs(float(t_loss) - loss) <= 1e-10 * abs(loss)):
-                raise AssertionError(f"{name} PyTorch meta-gradient (first_order={first_order}) differs from "
-                                     f"ours: relative error {rel:.3g}")
+                raise AssertionError(f"{name} PyTorch meta-gradient (first_order={first_order}, objective "
+                                     f"{objective}) differs from ours: relative error {rel:.3g}")
             worst = max(worst, rel)
+    problem.objective(*default)
     return worst
 
 
@@ -127,12 +148,102 @@ def measure(problem, torch_tasks, repeat):
     args = problem.torch_args(torch.float32)
     few = batches[: max(1, torch_tasks // BATCH)]
     loop_tasks = [as_torch(problem.tasks(b), torch.float32) for b in few]
-    row["loop"] = rate(lambda: [per_task_meta_grad(theta, t, problem.n_items, *args, False) for t in loop_tasks],
+    kw = problem.torch_kw()
+    row["loop"] = rate(lambda: [per_task_meta_grad(theta, t, problem.n_items, *args, False, **kw)
+                                for t in loop_tasks],
                        sum(len(b) for b in few), max(1, repeat - 2))
     padded = [pad(problem.tasks(b), torch.float32) for b in batches]
-    row["batched"] = rate(lambda: [batched_meta_grad(theta, p, problem.n_items, *args, False) for p in padded],
+    row["batched"] = rate(lambda: [batched_meta_grad(theta, p, problem.n_items, *args, False, **kw)
+                                   for p in padded],
                           n_all, repeat)
     return row
+
+
+def rss():
+    """Resident memory of this process in bytes (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory(fn):
+    """Peak resident memory that ``fn()`` adds, in MiB, sampled every 0.2 ms
+    by a thread (our kernels release the GIL, as PyTorch's operators do)."""
+    base = rss()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(2e-4)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        sampler.join()
+    return (max(peak[0], rss()) - base) / 2**20
+
+
+def _memory_child(who, n_users, n_items, k, n_steps, n_tasks):
+    """In a fresh process, so that no earlier call's freed memory is reused:
+    warm up on two tasks, then measure one call over ``n_tasks``."""
+    X, y = make_ratings(n_users=n_users, n_items=n_items, random_state=0)
+    problem = Problem(X, y, k, n_steps)
+    users = np.concatenate(problem.batches)[:n_tasks]
+    if who == "ours":
+        def call(u):
+            problem.ours(u, False)
+    else:
+        torch.set_num_threads(numba.get_num_threads())
+        theta = torch.tensor(problem.theta, dtype=torch.float32)
+        args = problem.torch_args(torch.float32)
+        padded = {len(u): pad(problem.tasks(u), torch.float32) for u in (users[:2], users)}
+
+        def call(u):
+            batched_meta_grad(theta, padded[len(u)], problem.n_items, *args, False, **problem.torch_kw())
+    call(users[:2])
+    gc.collect()
+    return peak_memory(lambda: call(users))
+
+
+def memory_rows(n_users, n_items, k, steps, n_tasks):
+    """Peak memory of one exact meta-gradient over ``n_tasks`` tasks at each
+    T: ours against batched PyTorch (float32), each in its own process."""
+    ctx = multiprocessing.get_context("spawn")
+    rows = []
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        for n_steps in steps:
+            ours, theirs = (pool.apply(_memory_child, (who, n_users, n_items, k, n_steps, n_tasks))
+                            for who in ("ours", "torch"))
+            rows.append((n_steps, ours, theirs))
+    return rows
+
+
+def svd_fit_times(data, repeat):
+    """Seconds to fit FactorizationRecommender and Surprise's SVD on the same
+    ratings with the same factors, epochs, step and L2 (Surprise's defaults)."""
+    import pandas as pd
+    from surprise import SVD, Dataset, Reader
+
+    X, y = data.X, data.y
+    ours = FactorizationRecommender(n_factors=100, n_epochs=20, lr=0.005, reg=0.02, random_state=0)
+    frame = pd.DataFrame({"user": X[:, 0], "item": X[:, 1], "rating": y})
+    trainset = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5))).build_full_trainset()
+    theirs = SVD(n_factors=100, n_epochs=20, lr_all=0.005, reg_all=0.02, random_state=0)
+
+    def best(fn):
+        fn()  # warm-up (compilation for ours)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best(lambda: ours.fit(X, y)), best(lambda: theirs.fit(trainset))
 
 
 def main(argv=None):
@@ -143,6 +254,10 @@ def main(argv=None):
     parser.add_argument("--factors", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--torch-tasks", type=int, default=320, help="tasks timed in the slow per-task loop")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--memory-steps", type=int, nargs="*", default=[1, 3, 5, 10, 20])
+    parser.add_argument("--memory-tasks", type=int, default=2048, help="tasks in the one batch measured")
+    parser.add_argument("--data", help="MovieLens-100k folder, zip or recbole wheel for the SVD fit timing; "
+                                       "default: fetch it; 'none' skips that table")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "speed.md"))
     args = parser.parse_args(argv)
 
@@ -175,6 +290,40 @@ def main(argv=None):
                     f"{r['batched']:,.0f} | {r['ours_so'] / r['batched']:.1f}x | {agreement:.1e} |")
             print(line, flush=True)
             lines.append(line)
+    if args.memory_steps:
+        k = args.factors[len(args.factors) // 2]
+        section = [
+            "",
+            f"## Peak memory of one exact meta-gradient over {args.memory_tasks} tasks against T (k = {k})",
+            "",
+            "Resident memory added during the call, sampled every 0.2 ms. Ours keeps the T+1 iterates "
+            "of φ per task (O(T·k) each); autograd keeps the graph of every inner step.",
+            "",
+            "| T | ours (MiB) | PyTorch batched (MiB) |",
+            "|---|---|---|",
+        ]
+        print("\n".join(section), flush=True)
+        for n_steps, ours, theirs in memory_rows(args.n_users, args.n_items, k, args.memory_steps,
+                                                 args.memory_tasks):
+            section.append(f"| {n_steps} | {ours:.1f} | {theirs:.1f} |")
+            print(section[-1], flush=True)
+        lines += section
+    if args.data != "none":
+        data = load_movielens(args.data) if args.data else fetch_movielens("100k", source="pypi")
+        ours, theirs = svd_fit_times(data, args.repeat)
+        section = [
+            "",
+            "## FactorizationRecommender.fit against Surprise SVD.fit, MovieLens-100k",
+            "",
+            f"{len(data.y)} ratings; 100 factors, 20 epochs, lr 0.005, reg 0.02 on both (Surprise's defaults); "
+            f"best of {args.repeat} after a warm-up.",
+            "",
+            "| FactorizationRecommender (s) | Surprise SVD (s) | speed-up |",
+            "|---|---|---|",
+            f"| {ours:.3f} | {theirs:.3f} | {theirs / ours:.1f}x |",
+        ]
+        print("\n".join(section), flush=True)
+        lines += section
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {args.out}")

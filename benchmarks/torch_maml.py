@@ -12,6 +12,10 @@ Two forms, as autograd meta-learning code is written:
 
 Both take the meta-parameters as one flat tensor laid out as the package's
 ``theta`` is, so their gradients compare directly with the analytic ones.
+``kappa`` is the support loss's pseudo-count (the estimators' ``shrinkage``)
+and ``per_rating`` weights each task's query loss by its query weight
+(``task_weighting="ratings"``); ``kappa=0, per_rating=False`` is the
+objective of the MAML paper and of learn2learn-style code.
 """
 
 import numpy as np
@@ -24,24 +28,27 @@ def split(theta, n_items, d):
             theta[1 + d + n_items :].reshape(n_items, k))
 
 
-def per_task_meta_grad(theta, tasks, n_items, alpha, lam, reg, n_steps, first_order):
+def per_task_meta_grad(theta, tasks, n_items, alpha, lam, reg, n_steps, first_order, kappa=0.0,
+                       per_rating=False):
     """(loss, ∂loss/∂theta); ``tasks`` as (items, y, w, n_sup) tensors."""
     theta = theta.detach().requires_grad_(True)
     mu, phi0, bi, Q = split(theta, n_items, len(alpha))
-    total = 0.0
+    total, weight = 0.0, 0.0
     for items, y, w, n_sup in tasks:
         it, ys, ws = items[:n_sup], y[:n_sup], w[:n_sup]
         phi = phi0
         for _ in range(n_steps):
             e = mu + bi[it] + phi[0] + Q[it] @ phi[1:] - ys
-            support = (ws * e * e).sum() / ws.sum() + lam * (phi * phi).sum()
+            support = (ws * e * e).sum() / (ws.sum() + kappa).clamp_min(1e-300) + lam * (phi * phi).sum()
             (g,) = torch.autograd.grad(support, phi, create_graph=not first_order)
             phi = phi - alpha * g
         iq, yq, wq = items[n_sup:], y[n_sup:], w[n_sup:]
         e = mu + bi[iq] + phi[0] + Q[iq] @ phi[1:] - yq
         penalty = bi[iq] ** 2 + (Q[iq] ** 2).sum(dim=1)
-        total = total + (wq * (e * e + reg * penalty)).sum() / wq.sum()
-    loss = total / len(tasks)
+        task_weight = wq.sum() if per_rating else 1.0
+        total = total + task_weight * (wq * (e * e + reg * penalty)).sum() / wq.sum()
+        weight = weight + task_weight
+    loss = total / weight
     loss.backward()
     return loss.detach(), theta.grad
 
@@ -63,14 +70,15 @@ def pad(tasks, dtype):
     return support, query
 
 
-def batched_meta_grad(theta, padded, n_items, alpha, lam, reg, n_steps, first_order):
+def batched_meta_grad(theta, padded, n_items, alpha, lam, reg, n_steps, first_order, kappa=0.0,
+                      per_rating=False):
     """(loss, ∂loss/∂theta) with every task of the batch adapted at once."""
     (it, ys, ws), (iq, yq, wq) = padded
     theta = theta.detach().requires_grad_(True)
     mu, phi0, bi, Q = split(theta, n_items, len(alpha))
     n_tasks = it.shape[0]
     phi = phi0.expand(n_tasks, -1)
-    ws_sum = ws.sum(dim=1).clamp_min(1e-300)
+    ws_sum = (ws.sum(dim=1) + kappa).clamp_min(1e-300)
     for _ in range(n_steps):
         e = mu + bi[it] + phi[:, :1] + torch.einsum("bjf,bf->bj", Q[it], phi[:, 1:]) - ys
         # Tasks are independent, so the gradient of the sum is each task's own.
@@ -79,6 +87,10 @@ def batched_meta_grad(theta, padded, n_items, alpha, lam, reg, n_steps, first_or
         phi = phi - alpha * g
     e = mu + bi[iq] + phi[:, :1] + torch.einsum("bjf,bf->bj", Q[iq], phi[:, 1:]) - yq
     penalty = bi[iq] ** 2 + (Q[iq] ** 2).sum(dim=2)
-    loss = ((wq * (e * e + reg * penalty)).sum(dim=1) / wq.sum(dim=1)).mean()
+    task_losses = (wq * (e * e + reg * penalty)).sum(dim=1) / wq.sum(dim=1)
+    if per_rating:
+        loss = (task_losses * wq.sum(dim=1)).sum() / wq.sum()
+    else:
+        loss = task_losses.mean()
     loss.backward()
     return loss.detach(), theta.grad

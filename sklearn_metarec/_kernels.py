@@ -21,19 +21,26 @@ The model is biased matrix factorization,
   Positives-only data get ``n_neg`` sampled negatives (y = 0) per rating,
   drawn uniformly among the items the user never rated, separately for S
   and Q; they are ordinary entries of the task from then on.
-* Support loss  L_S(φ) = Σ_S w ℓ / W_S + λ ‖φ‖²   (λ = ``inner_reg``).
-  Its gradient g(φ) = Σ_S w ℓ' x / W_S + 2λφ, and its Hessian
-  H = Σ_S w ℓ'' x xᵀ / W_S + 2λI is a small d×d matrix (for the squared
+* Support loss  L_S(φ) = Σ_S w ℓ / (W_S + κ) + λ ‖φ‖²   (λ = ``inner_reg``,
+  κ = ``shrinkage``; write W̃_S = W_S + κ, and W̃_S = 0 for an empty S).
+  κ counts as κ extra ratings that pull nothing: a user with few ratings
+  takes steps W_S / (W_S + κ) as long as one with many, which is the
+  shrinkage a Bayesian prior worth κ ratings gives; κ = 0 is the plain mean.
+  Its gradient g(φ) = Σ_S w ℓ' x / W̃_S + 2λφ, and its Hessian
+  H = Σ_S w ℓ'' x xᵀ / W̃_S + 2λI is a small d×d matrix (for the squared
   loss ℓ' = 2e and ℓ'' = 2, with e = r̂ − r the residual).
 * Inner loop: φ_{t+1} = φ_t − α ⊙ g(φ_t), t = 0..T−1, α ∈ R^d the inner
   step sizes (a constant vector for MAML).
 * Query loss L_Q(φ_T) = Σ_Q w [ℓ + β (b_i² + ‖q_i‖²)] / W_Q
   (β = ``reg``, a per-rating L2 penalty on item parameters as in SVD).
+  A meta-batch's loss is the mean of its tasks' L_Q, weighted by W_Q
+  (``per_rating``: every query rating counts once, as in RMSE) or not
+  (every user counts once, as in the MAML paper).
 * Meta-gradient (reverse pass). v_T = ∂L_Q/∂φ_T; for t = T−1..0, with
   ṽ = α ⊙ v_{t+1} and ℓ', ℓ'' taken at φ_t:
       v_t = v_{t+1} − H ṽ                        (Hessian-vector product)
-      ∂/∂c_j  −= (w_j / W_S) ℓ''_j x_jᵀṽ         (mixed partial, j ∈ S)
-      ∂/∂q_j  −= (w_j / W_S) [ℓ''_j (x_jᵀṽ) p_t + ℓ'_j ṽ_p]
+      ∂/∂c_j  −= (w_j / W̃_S) ℓ''_j x_jᵀṽ         (mixed partial, j ∈ S)
+      ∂/∂q_j  −= (w_j / W̃_S) [ℓ''_j (x_jᵀṽ) p_t + ℓ'_j ṽ_p]
   and ∂/∂φ₀ = v_0. First-order MAML keeps only v_T and the query terms,
   which is exactly the query gradient at the adapted parameters.
 * Meta-SGD hypergradients, in the same pass: φ_{t+1} depends on α and λ
@@ -143,7 +150,7 @@ def _loss_terms(s, y, logistic):
 
 
 @_jit()
-def _support_grad(phi, n_sup, items, ratings, weights, mu, bi, Q, lam, logistic, g):
+def _support_grad(phi, n_sup, items, ratings, weights, mu, bi, Q, lam, kappa, logistic, g):
     """g ← ∇φ L_S(φ) over the first ``n_sup`` ratings of a task."""
     d = phi.shape[0]
     for a in range(d):
@@ -153,6 +160,7 @@ def _support_grad(phi, n_sup, items, ratings, weights, mu, bi, Q, lam, logistic,
         ws += weights[j]
     if ws <= 0.0:
         return
+    ws += kappa
     for j in range(n_sup):
         i = items[j]
         _, dl, _ = _loss_terms(_score(mu, bi, Q, phi, i), ratings[j], logistic)
@@ -163,18 +171,18 @@ def _support_grad(phi, n_sup, items, ratings, weights, mu, bi, Q, lam, logistic,
 
 
 @_jit()
-def _inner_loop(phis, n_sup, items, ratings, weights, mu, bi, Q, alpha, lam, logistic, g):
+def _inner_loop(phis, n_sup, items, ratings, weights, mu, bi, Q, alpha, lam, kappa, logistic, g):
     """Fill ``phis[1:]`` with the inner-loop iterates from ``phis[0]``."""
     d = phis.shape[1]
     for t in range(phis.shape[0] - 1):
-        _support_grad(phis[t], n_sup, items, ratings, weights, mu, bi, Q, lam, logistic, g)
+        _support_grad(phis[t], n_sup, items, ratings, weights, mu, bi, Q, lam, kappa, logistic, g)
         for a in range(d):
             phis[t + 1, a] = phis[t, a] - alpha[a] * g[a]
 
 
 @_jit()
 def _task_meta_grad(
-    n_sup, items, ratings, weights, mu, phi0, bi, Q, alpha, lam, reg, n_steps,
+    n_sup, items, ratings, weights, mu, phi0, bi, Q, alpha, lam, kappa, reg, n_steps,
     first_order, hyper, logistic, phis, g_item, g_phi0, g_alpha,
 ):
     """Query loss of one task and its meta-gradient.
@@ -190,7 +198,7 @@ def _task_meta_grad(
     m = items.shape[0]
     g = np.empty(d)
     phis[0, :] = phi0
-    _inner_loop(phis, n_sup, items, ratings, weights, mu, bi, Q, alpha, lam, logistic, g)
+    _inner_loop(phis, n_sup, items, ratings, weights, mu, bi, Q, alpha, lam, kappa, logistic, g)
     phi = phis[n_steps]
 
     # Query loss and its direct gradients at φ_T.
@@ -222,6 +230,8 @@ def _task_meta_grad(
         ws = 0.0
         for j in range(n_sup):
             ws += weights[j]
+        if ws > 0.0:
+            ws += kappa
         vt = np.empty(d)
         hv = np.empty(d)
         gt = np.empty(d)
@@ -375,7 +385,8 @@ def sample_tasks(indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, n
 @_jit(parallel=True)
 def meta_batch_grad(
     indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets, theta, n_items,
-    alpha, lam, reg, n_steps, first_order, hyper, logistic, n_neg, grad, grad_hyper,
+    alpha, lam, kappa, reg, n_steps, first_order, hyper, logistic, n_neg, per_rating, grad,
+    grad_hyper,
 ):
     """Mean query loss of a meta-batch of users; ``grad`` ← its meta-gradient.
 
@@ -395,6 +406,7 @@ def meta_batch_grad(
     g_mu = np.zeros(n_tasks)
     g_hyper = np.zeros((n_tasks, d + 1))
     losses = np.zeros(n_tasks)
+    w_query = np.zeros(n_tasks)
     for b in prange(n_tasks):
         u = users[b]
         lo = offsets[b]
@@ -403,17 +415,20 @@ def meta_batch_grad(
                             n_items, n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], perm[lo:hi])
         phis = np.empty((n_steps + 1, d))
         losses[b], g_mu[b], g_hyper[b, d] = _task_meta_grad(
-            n_sup, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], mu, phi0, bi, Q, alpha, lam, reg,
-            n_steps, first_order, hyper, logistic, phis, g_item[lo:hi], g_phi[b], g_hyper[b, :d],
+            n_sup, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], mu, phi0, bi, Q, alpha, lam, kappa,
+            reg, n_steps, first_order, hyper, logistic, phis, g_item[lo:hi], g_phi[b],
+            g_hyper[b, :d],
         )
+        w_query[b] = t_w[lo + n_sup : hi].sum()
     # Serial reduction in task order: item rows are shared between tasks, and
     # a fixed order keeps results identical for any number of threads.
     grad[:] = 0.0
     grad_hyper[:] = 0.0
     g_phi0, g_bi, g_Q = unpack(grad, n_items, d)
-    scale = 1.0 / n_tasks
+    w_total = w_query.sum()
     loss = 0.0
     for b in range(n_tasks):
+        scale = w_query[b] / w_total if per_rating and w_total > 0.0 else 1.0 / n_tasks
         loss += losses[b] * scale
         grad[0] += g_mu[b] * scale
         for a in range(d):
@@ -431,7 +446,7 @@ def meta_batch_grad(
 @_jit(parallel=True)
 def reptile_batch(
     indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets, theta, n_items,
-    alpha, lam, item_lr, n_steps, adapt_items, logistic, n_neg, delta,
+    alpha, lam, kappa, item_lr, n_steps, adapt_items, logistic, n_neg, delta,
 ):
     """Reptile's direction for a meta-batch: ``delta`` ← the mean over tasks
     of (adapted − initial) parameters. Each task runs ``n_steps`` of gradient
@@ -472,6 +487,8 @@ def reptile_batch(
         ws = 0.0
         for jj in range(s):
             ws += ws_[jj]
+        if ws > 0.0:
+            ws += kappa
         g = np.empty(d)
         gb = np.zeros(s)
         gq = np.zeros((s, k))
@@ -558,7 +575,7 @@ def adam_step(theta, grad, m, v, step, lr):
 
 @_jit(parallel=True)
 def adapt_users(indptr, items, ratings, weights, users, keys, seed, theta, n_items, alpha, lam,
-                n_steps, logistic, n_neg, out):
+                kappa, n_steps, logistic, n_neg, out):
     """``out[b]`` ← φ_T of user ``users[b]`` adapted from φ₀ on all its
     ratings (and, with ``n_neg``, negatives keyed by (seed, keys[b]))."""
     d = alpha.shape[0]
@@ -576,7 +593,7 @@ def adapt_users(indptr, items, ratings, weights, users, keys, seed, theta, n_ite
         phis = np.empty((n_steps + 1, d))
         phis[0, :] = phi0
         g = np.empty(d)
-        _inner_loop(phis, s, t_items, t_y, t_w, mu, bi, Q, alpha, lam, logistic, g)
+        _inner_loop(phis, s, t_items, t_y, t_w, mu, bi, Q, alpha, lam, kappa, logistic, g)
         out[b, :] = phis[n_steps]
 
 

@@ -39,8 +39,8 @@ class MetaSGDFactorizationRecommender(MAMLFactorizationRecommender):
         Adam step size for the model's parameters.
     hyper_lr : float, default=None
         Adam step size for log α and log λ; ``meta_lr`` when None.
-    reg, meta_batch_size, n_epochs, n_support, first_order, loss, \
-n_negatives, init_std, n_jobs, random_state, verbose
+    shrinkage, reg, meta_batch_size, n_epochs, n_support, first_order, \
+task_weighting, loss, n_negatives, init_std, n_jobs, random_state, verbose
         As in :class:`MAMLFactorizationRecommender`. With ``first_order``
         the hypergradients too hold the query gradient v_T fixed through the
         steps (no Hessian terms).
@@ -90,6 +90,7 @@ loss_curve_, n_iter_, n_features_in_, feature_names_in_
         inner_lr=0.15,
         inner_reg=1e-3,
         learn_inner_reg=True,
+        shrinkage=10.0,
         meta_lr=0.005,
         hyper_lr=None,
         reg=0.01,
@@ -97,6 +98,7 @@ loss_curve_, n_iter_, n_features_in_, feature_names_in_
         n_epochs=40,
         n_support=(3, 20),
         first_order=False,
+        task_weighting="ratings",
         loss="squared",
         n_negatives=4,
         init_std=0.1,
@@ -106,8 +108,9 @@ loss_curve_, n_iter_, n_features_in_, feature_names_in_
     ):
         super().__init__(
             n_factors, n_inner_steps=n_inner_steps, inner_lr=inner_lr, inner_reg=inner_reg,
-            meta_lr=meta_lr, reg=reg, meta_batch_size=meta_batch_size, n_epochs=n_epochs,
-            n_support=n_support, first_order=first_order, loss=loss, n_negatives=n_negatives,
+            shrinkage=shrinkage, meta_lr=meta_lr, reg=reg, meta_batch_size=meta_batch_size,
+            n_epochs=n_epochs, n_support=n_support, first_order=first_order,
+            task_weighting=task_weighting, loss=loss, n_negatives=n_negatives,
             init_std=init_std, n_jobs=n_jobs, random_state=random_state, verbose=verbose,
         )
         self.learn_inner_reg = learn_inner_reg

@@ -36,6 +36,10 @@ class ReptileFactorizationRecommender(MAMLFactorizationRecommender):
         as well: its items adapt with the users, and larger steps overfit.
     inner_reg : float, default=0.0
         L2 strength λ on the user parameters in the inner loop.
+    shrinkage : float, default=10.0
+        Pseudo-count κ of the support loss, as in
+        :class:`MAMLFactorizationRecommender`: users with few ratings take
+        shorter steps.
     adapt_items : bool, default=True
         Adapt the support items' biases and factors in the inner loop too.
         Without it only φ₀ is meta-learned and the items keep their start.
@@ -89,7 +93,7 @@ n_iter_, n_features_in_, feature_names_in_
 
     _parameter_constraints = {
         **{key: value for key, value in MAMLFactorizationRecommender._parameter_constraints.items()
-           if key not in ("first_order", "reg")},
+           if key not in ("first_order", "reg", "task_weighting")},
         "adapt_items": ["boolean"],
         "item_lr": [Interval(numbers.Real, 0, None, closed="neither"), None],
         "meta_lr": [Interval(numbers.Real, 0, 1, closed="right")],
@@ -102,6 +106,7 @@ n_iter_, n_features_in_, feature_names_in_
         n_inner_steps=5,
         inner_lr=0.15,
         inner_reg=0.0,
+        shrinkage=10.0,
         adapt_items=True,
         item_lr=None,
         meta_lr=1.0,
@@ -119,6 +124,7 @@ n_iter_, n_features_in_, feature_names_in_
         self.n_inner_steps = n_inner_steps
         self.inner_lr = inner_lr
         self.inner_reg = inner_reg
+        self.shrinkage = shrinkage
         self.adapt_items = adapt_items
         self.item_lr = item_lr
         self.meta_lr = meta_lr
@@ -143,7 +149,7 @@ n_iter_, n_features_in_, feature_names_in_
         for batch, offsets in self._batches(indptr, order):
             loss = K.reptile_batch(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
-                alpha, float(self.inner_reg), item_lr, self.n_inner_steps, bool(self.adapt_items),
+                alpha, float(self.inner_reg), float(self.shrinkage), item_lr, self.n_inner_steps, bool(self.adapt_items),
                 self._logistic, self._n_neg(), delta,
             )
             losses.append(loss)

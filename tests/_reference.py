@@ -27,8 +27,9 @@ def loss_slope(s, y, loss):
     return 2 * (s - y)
 
 
-def adapt(phi0, items, ratings, weights, mu, bi, Q, alpha, lam, n_steps, loss="squared"):
-    """Gradient descent on the support loss; items, ratings: arrays of one user."""
+def adapt(phi0, items, ratings, weights, mu, bi, Q, alpha, lam, n_steps, loss="squared", kappa=0.0):
+    """Gradient descent on the support loss Σ w ℓ / (W + κ) + λ‖φ‖²; items,
+    ratings: arrays of one user."""
     X = np.hstack([np.ones((len(items), 1)), Q[items]])
     c = mu + bi[items]
     phi = phi0.copy()
@@ -36,17 +37,18 @@ def adapt(phi0, items, ratings, weights, mu, bi, Q, alpha, lam, n_steps, loss="s
     for _ in range(n_steps):
         g = 2 * lam * phi
         if W > 0:
-            g = g + X.T @ (weights * loss_slope(c + X @ phi, ratings, loss)) / W
+            g = g + X.T @ (weights * loss_slope(c + X @ phi, ratings, loss)) / (W + kappa)
         phi = phi - alpha * g
     return phi
 
 
-def task_loss(theta, n_items, d, task, alpha, lam, reg, n_steps, loss="squared"):
+def task_loss(theta, n_items, d, task, alpha, lam, reg, n_steps, loss="squared", kappa=0.0):
     """Query loss after adaptation: the meta-objective of one task, given as
     (items, targets, weights, support length) with the support first."""
     items, ratings, weights, n_sup = task
     mu, phi0, bi, Q = split_theta(theta, n_items, d)
-    phi = adapt(phi0, items[:n_sup], ratings[:n_sup], weights[:n_sup], mu, bi, Q, alpha, lam, n_steps, loss)
+    phi = adapt(phi0, items[:n_sup], ratings[:n_sup], weights[:n_sup], mu, bi, Q, alpha, lam, n_steps,
+                loss, kappa)
     it, w = items[n_sup:], weights[n_sup:]
     if w.sum() <= 0:
         return 0.0
@@ -55,17 +57,23 @@ def task_loss(theta, n_items, d, task, alpha, lam, reg, n_steps, loss="squared")
     return float(np.sum(w * (loss_value(s, ratings[n_sup:], loss) + reg * pen)) / w.sum())
 
 
-def batch_loss(theta, n_items, d, tasks, alpha, lam, reg, n_steps, loss="squared"):
-    """Mean of ``task_loss`` over ``tasks``."""
-    return np.mean([task_loss(theta, n_items, d, t, alpha, lam, reg, n_steps, loss) for t in tasks])
+def batch_loss(theta, n_items, d, tasks, alpha, lam, reg, n_steps, loss="squared", kappa=0.0,
+               per_rating=False):
+    """Mean of ``task_loss`` over ``tasks``, weighted by each task's query
+    weight when ``per_rating``."""
+    losses = [task_loss(theta, n_items, d, t, alpha, lam, reg, n_steps, loss, kappa) for t in tasks]
+    w = [t[2][t[3]:].sum() for t in tasks] if per_rating else None
+    return np.average(losses, weights=w)
 
 
-def support_loss(theta, n_items, d, task, lam, loss="squared"):
-    """L_S at φ₀: the support part of ``task`` scored as a query set, plus λ‖φ₀‖²."""
+def support_loss(theta, n_items, d, task, lam, loss="squared", kappa=0.0):
+    """L_S at φ₀: Σ_S w ℓ / (W_S + κ) + λ‖φ₀‖²."""
     items, ratings, weights, n_sup = task
     as_query = (items[:n_sup], ratings[:n_sup], weights[:n_sup], 0)
     phi0 = theta[1 : 1 + d]
-    return task_loss(theta, n_items, d, as_query, None, 0.0, 0.0, 0, loss) + lam * phi0 @ phi0
+    W = weights[:n_sup].sum()
+    mean = task_loss(theta, n_items, d, as_query, None, 0.0, 0.0, 0, loss)
+    return (mean * W / (W + kappa) if W > 0 else 0.0) + lam * phi0 @ phi0
 
 
 def central_difference(f, x, eps=1e-6):
@@ -86,20 +94,23 @@ def query_only(task):
     return items[n_sup:], ratings[n_sup:], weights[n_sup:], 0
 
 
-def first_order_grad(theta, n_items, d, tasks, alpha, lam, reg, n_steps, loss="squared"):
+def first_order_grad(theta, n_items, d, tasks, alpha, lam, reg, n_steps, loss="squared", kappa=0.0,
+                     per_rating=False):
     """FOMAML by its definition: the gradient of the query loss with respect to
     (μ, φ, items) evaluated at the adapted φ_T, with φ_T treated as φ₀."""
     grad = np.zeros_like(theta)
-    for task in tasks:
+    w = np.array([t[2][t[3]:].sum() for t in tasks]) if per_rating else np.ones(len(tasks))
+    for task, w_task in zip(tasks, w / w.sum()):
         items, ratings, weights, n_sup = task
         mu, phi0, bi, Q = split_theta(theta, n_items, d)
         phi_T = adapt(phi0, items[:n_sup], ratings[:n_sup], weights[:n_sup], mu, bi, Q, alpha, lam,
-                      n_steps, loss)
+                      n_steps, loss, kappa)
         at = theta.copy()
         at[1 : 1 + d] = phi_T
         q = query_only(task)
-        grad += central_difference(lambda t: task_loss(t, n_items, d, q, alpha, lam, reg, 0, loss), at)
-    return grad / len(tasks)
+        grad += w_task * central_difference(lambda t: task_loss(t, n_items, d, q, alpha, lam, reg, 0, loss),
+                                            at)
+    return grad
 
 
 def predict(user_codes, item_codes, user_table, theta, n_items, d):

@@ -43,7 +43,8 @@ def task_offsets(p, users, n_neg=0):
     return np.r_[0, np.cumsum(np.diff(p["indptr"])[users] * (1 + n_neg))].astype(np.int64)
 
 
-def kernel_grad(p, users, seed, lam, reg, n_steps, first_order, hyper=False, loss="squared", n_neg=0):
+def kernel_grad(p, users, seed, lam, reg, n_steps, first_order, hyper=False, loss="squared", n_neg=0,
+                kappa=0.0, per_rating=False):
     """Loss, meta-gradient (and hypergradient) from the kernel, with the
     tasks it drew."""
     offsets = task_offsets(p, users, n_neg)
@@ -51,8 +52,8 @@ def kernel_grad(p, users, seed, lam, reg, n_steps, first_order, hyper=False, los
     grad_hyper = np.empty(p["d"] + 1)
     value = K.meta_batch_grad(
         p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"], p["sup_hi"],
-        seed, offsets, p["theta"], p["n_items"], p["alpha"], lam, reg, n_steps, first_order,
-        hyper, loss == "logistic", n_neg, grad, grad_hyper,
+        seed, offsets, p["theta"], p["n_items"], p["alpha"], lam, kappa, reg, n_steps, first_order,
+        hyper, loss == "logistic", n_neg, per_rating, grad, grad_hyper,
     )
     tasks = tasks_of(p, users, seed, n_neg)
     if hyper:
@@ -82,6 +83,11 @@ SIZES = [(3, 5, 2), (4, 7, 3), (6, 9, 5)]
 # on 0/1 labels, and the cross-entropy on positives with sampled negatives.
 LOSSES = [("squared", 0), ("logistic", 0), ("logistic", 2)]
 
+# (κ, per_rating): MAML's original objective (mean support loss, every user
+# counts once) and the package's default (a support pseudo-count, every
+# query rating counts once).
+OBJECTIVES = [(0.0, False), (1.5, True)]
+
 
 def problem_for(seed, n_users, n_items, k, loss, n_neg):
     p = random_problem(seed, n_users, n_items, k, loss)
@@ -90,33 +96,39 @@ def problem_for(seed, n_users, n_items, k, loss, n_neg):
     return p
 
 
+@pytest.mark.parametrize("kappa, per_rating", OBJECTIVES)
 @pytest.mark.parametrize("loss, n_neg", LOSSES)
 @pytest.mark.parametrize("n_users, n_items, k", SIZES)
 @pytest.mark.parametrize("n_steps", [1, 2, 3])
-def test_second_order_meta_gradient_matches_finite_differences(n_users, n_items, k, n_steps, loss, n_neg):
+def test_second_order_meta_gradient_matches_finite_differences(n_users, n_items, k, n_steps, loss, n_neg,
+                                                               kappa, per_rating):
     p = problem_for(n_steps * 100 + k, n_users, n_items, k, loss, n_neg)
     users = np.arange(n_users, dtype=np.int64)
     lam, reg = 0.05, 0.1
-    value, grad, tasks = kernel_grad(p, users, 7, lam, reg, n_steps, False, loss=loss, n_neg=n_neg)
+    obj = dict(kappa=kappa, per_rating=per_rating)
+    value, grad, tasks = kernel_grad(p, users, 7, lam, reg, n_steps, False, loss=loss, n_neg=n_neg, **obj)
 
     def objective(theta):
-        return R.batch_loss(theta, p["n_items"], p["d"], tasks, p["alpha"], lam, reg, n_steps, loss)
+        return R.batch_loss(theta, p["n_items"], p["d"], tasks, p["alpha"], lam, reg, n_steps, loss, **obj)
 
     assert value == pytest.approx(objective(p["theta"]), rel=1e-12)
     assert_grad_close(grad, R.central_difference(objective, p["theta"]))
 
 
+@pytest.mark.parametrize("kappa, per_rating", OBJECTIVES)
 @pytest.mark.parametrize("loss, n_neg", LOSSES)
 @pytest.mark.parametrize("n_users, n_items, k", SIZES)
 @pytest.mark.parametrize("n_steps", [1, 2, 3])
-def test_first_order_is_query_gradient_at_adapted_parameters(n_users, n_items, k, n_steps, loss, n_neg):
+def test_first_order_is_query_gradient_at_adapted_parameters(n_users, n_items, k, n_steps, loss, n_neg,
+                                                             kappa, per_rating):
     # learn2learn's identity: FOMAML's gradient is the plain query gradient
     # at φ_T, computed here by finite differences of the query loss alone.
     p = problem_for(n_steps * 10 + k, n_users, n_items, k, loss, n_neg)
     users = np.arange(n_users, dtype=np.int64)
-    _, grad, tasks = kernel_grad(p, users, 3, 0.05, 0.1, n_steps, True, loss=loss, n_neg=n_neg)
+    obj = dict(kappa=kappa, per_rating=per_rating)
+    _, grad, tasks = kernel_grad(p, users, 3, 0.05, 0.1, n_steps, True, loss=loss, n_neg=n_neg, **obj)
     reference = R.first_order_grad(p["theta"], p["n_items"], p["d"], tasks, p["alpha"], 0.05, 0.1,
-                                   n_steps, loss)
+                                   n_steps, loss, **obj)
     assert_grad_close(grad, reference)
 
 
@@ -150,20 +162,22 @@ def test_zero_shot_and_zero_weight_tasks():
 # -- Meta-SGD: hypergradients with respect to α and the inner L2 strength λ --
 
 
+@pytest.mark.parametrize("kappa, per_rating", OBJECTIVES)
 @pytest.mark.parametrize("loss, n_neg", LOSSES)
 @pytest.mark.parametrize("n_users, n_items, k", SIZES)
 @pytest.mark.parametrize("n_steps", [1, 2, 3])
-def test_hypergradients_match_finite_differences(n_users, n_items, k, n_steps, loss, n_neg):
+def test_hypergradients_match_finite_differences(n_users, n_items, k, n_steps, loss, n_neg, kappa, per_rating):
     p = problem_for(n_steps * 1000 + k, n_users, n_items, k, loss, n_neg)
     users = np.arange(n_users, dtype=np.int64)
     lam, reg = 0.05, 0.1
-    kw = dict(loss=loss, n_neg=n_neg)
+    kw = dict(loss=loss, n_neg=n_neg, kappa=kappa, per_rating=per_rating)
     _, grad, grad_hyper, tasks = kernel_grad(p, users, 5, lam, reg, n_steps, False, hyper=True, **kw)
     _, plain, _ = kernel_grad(p, users, 5, lam, reg, n_steps, False, **kw)
     np.testing.assert_array_equal(grad, plain)  # the hypergradient leaves the rest alone
 
     def objective(hyper):
-        return R.batch_loss(p["theta"], p["n_items"], p["d"], tasks, hyper[:-1], hyper[-1], reg, n_steps, loss)
+        return R.batch_loss(p["theta"], p["n_items"], p["d"], tasks, hyper[:-1], hyper[-1], reg, n_steps, loss,
+                            kappa, per_rating)
 
     assert_grad_close(grad_hyper, R.central_difference(objective, np.r_[p["alpha"], lam]))
 

@@ -97,7 +97,7 @@ def test_adapt_users_matches_reference(problem, loss, n_neg):
     def adapt(order, keys):
         out = np.empty((len(order), p["d"]))
         K.adapt_users(p["indptr"], p["items"], p["ratings"], p["weights"], order, keys, 5, p["theta"],
-                      p["n_items"], p["alpha"], 0.05, 4, loss == "logistic", n_neg, out)
+                      p["n_items"], p["alpha"], 0.05, 1.5, 4, loss == "logistic", n_neg, out)
         return out
 
     out = adapt(users, users)
@@ -108,7 +108,7 @@ def test_adapt_users_matches_reference(problem, loss, n_neg):
     tasks = tasks_of({**p, "sup_lo": counts, "sup_hi": counts}, users, 5, n_neg)
     for u, (items, ratings, weights, n_sup) in zip(users, tasks):
         assert n_sup == len(items) == counts[u] * (1 + n_neg)
-        expected = R.adapt(phi0, items, ratings, weights, mu, bi, Q, p["alpha"], 0.05, 4, loss)
+        expected = R.adapt(phi0, items, ratings, weights, mu, bi, Q, p["alpha"], 0.05, 4, loss, kappa=1.5)
         np.testing.assert_allclose(out[u], expected, rtol=1e-12, atol=1e-12)
     # Negatives are keyed by the key passed, not by the position in the batch.
     np.testing.assert_array_equal(adapt(users[::-1], users[::-1])[::-1], out)

@@ -1,4 +1,5 @@
 import functools
+import pickle
 
 import numpy as np
 import pytest
@@ -73,6 +74,8 @@ def test_divergence_is_reported_not_returned():
         (dict(n_support=(5, 2)), "n_support"),
         (dict(n_support=1.5), "n_support"),
         (dict(n_support="many"), "n_support"),
+        (dict(shrinkage=-1.0), "shrinkage"),
+        (dict(task_weighting="items"), "task_weighting"),
     ],
 )
 def test_bad_hyper_parameters_are_rejected(params, match):
@@ -95,7 +98,8 @@ def test_support_bounds():
     [
         ("n_factors", 6), ("n_inner_steps", 2), ("inner_lr", 0.3), ("inner_reg", 0.2),
         ("meta_lr", 0.01), ("reg", 0.2), ("meta_batch_size", 8), ("n_epochs", 4),
-        ("n_support", 2), ("first_order", True), ("init_std", 0.3),
+        ("n_support", 2), ("first_order", True), ("init_std", 0.3), ("shrinkage", 0.0),
+        ("task_weighting", "users"),
     ],
 )
 def test_each_hyper_parameter_changes_the_result(param, value):
@@ -106,6 +110,26 @@ def test_each_hyper_parameter_changes_the_result(param, value):
     assert not np.allclose(changed, reference)
 
 
+def test_shrinkage_moves_few_rating_users_less():
+    # The support pseudo-count κ scales a user's steps by W / (W + κ): with
+    # one inner step from the same prior, a 2-rating user moves 2/12 as far
+    # with κ = 10 as with κ = 0, and a 40-rating user 40/50 as far.
+    X, y = small_data()
+    model = MAMLFactorizationRecommender(n_factors=4, n_epochs=2, n_inner_steps=1, random_state=0).fit(X, y)
+    rng = np.random.RandomState(0)
+    few = np.column_stack([np.full(2, 10**6), rng.choice(model.item_ids_, 2, replace=False)])
+    many = np.column_stack([np.full(40, 10**7), rng.choice(model.item_ids_, 40)])
+    new, ratings = np.vstack([few, many]), rng.uniform(1, 5, 42)
+    prior = np.r_[model.user_bias_prior_, model.user_factors_prior_]
+    moves = {}
+    for kappa in (0.0, 10.0):
+        folded = pickle.loads(pickle.dumps(model)).set_params(shrinkage=kappa).fold_in(new, ratings)
+        rows = np.searchsorted(folded.user_ids_, [10**6, 10**7])
+        moves[kappa] = np.c_[folded.user_biases_[rows], folded.user_factors_[rows]] - prior
+    np.testing.assert_allclose(moves[10.0][0], moves[0.0][0] * 2 / 12, rtol=1e-10)
+    np.testing.assert_allclose(moves[10.0][1], moves[0.0][1] * 40 / 50, rtol=1e-10)
+
+
 def test_golden_values():
     # Guards against unnoticed changes to the algorithm; update on purpose only.
     X, y = make_ratings(n_users=30, n_items=20, mean_ratings=10, min_ratings=3, random_state=1)
@@ -113,7 +137,7 @@ def test_golden_values():
     np.testing.assert_allclose(model.predict(X[:4]), GOLDEN, rtol=1e-7)
 
 
-GOLDEN = [3.8328101303636477, 3.8193073686381833, 3.841478038172186, 3.8522043785309537]
+GOLDEN = [3.7569459696739074, 3.7430910630989205, 3.7385570648875817, 3.7639790456862485]
 
 
 def test_maml_beats_factorization_fold_in_on_five_rating_users():
