@@ -46,12 +46,12 @@ def grad_only(model, users, repeat):
     indptr, items, ratings, weights = model._log.csr(len(users))
     lo, hi = support_bounds(model.n_support, np.diff(indptr))
     offsets = np.r_[0, np.cumsum(np.diff(indptr))].astype(np.int64)
-    grad = np.empty_like(model._theta)
+    grad = np.zeros_like(model._theta)
     args = (
         indptr, items, ratings, weights, users, lo, hi, 7, offsets, model._theta,
         len(model.item_ids_), model._alpha(), 0.0, model.shrinkage, model.reg, model.n_inner_steps,
         model.first_order, False, False, 0, model.task_weighting == "ratings", grad,
-        np.empty(model.n_factors + 2),
+        np.empty(model.n_factors + 2), np.empty(len(model.item_ids_), dtype=np.int64),
     )
     best = np.inf
     for _ in range(repeat + 1):

@@ -26,7 +26,6 @@ import itertools
 import multiprocessing
 import os
 import platform
-import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -39,6 +38,7 @@ from sklearn_metarec import FactorizationRecommender, MAMLFactorizationRecommend
 from sklearn_metarec import _kernels as K
 from sklearn_metarec.datasets import fetch_movielens, load_movielens, make_ratings
 from sklearn_metarec.maml import support_bounds
+from peak_rss import peak_memory
 from torch_maml import batched_meta_grad, pad, per_task_meta_grad
 
 BATCH = 32
@@ -70,11 +70,11 @@ class Problem:
         return np.r_[0, np.cumsum(np.diff(self.csr[0])[users])].astype(np.int64)
 
     def ours(self, users, first_order, seed=7):
-        grad = np.empty_like(self.theta)
-        loss = K.meta_batch_grad(*self.csr, users, self.lo, self.hi, seed, self.offsets(users), self.theta,
+        grad = np.zeros_like(self.theta)
+        loss, _ = K.meta_batch_grad(*self.csr, users, self.lo, self.hi, seed, self.offsets(users), self.theta,
                                  self.n_items, self.alpha, self.lam, self.kappa, self.reg, self.n_steps,
                                  first_order, False, False, 0, self.per_rating, grad,
-                                 np.empty(len(self.alpha) + 1))
+                                 np.empty(len(self.alpha) + 1), np.empty(self.n_items, dtype=np.int64))
         return loss, grad
 
     def tasks(self, users, seed=7):
@@ -157,34 +157,6 @@ def measure(problem, torch_tasks, repeat):
                                    for p in padded],
                           n_all, repeat)
     return row
-
-
-def rss():
-    """Resident memory of this process in bytes (Linux)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_memory(fn):
-    """Peak resident memory that ``fn()`` adds, in MiB, sampled every 0.2 ms
-    by a thread (our kernels release the GIL, as PyTorch's operators do)."""
-    base = rss()
-    peak = [base]
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], rss())
-            time.sleep(2e-4)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        sampler.join()
-    return (max(peak[0], rss()) - base) / 2**20
 
 
 def _memory_child(who, n_users, n_items, k, n_steps, n_tasks):

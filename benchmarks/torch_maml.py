@@ -21,6 +21,9 @@ objective of the MAML paper and of learn2learn-style code.
 import numpy as np
 import torch
 
+from sklearn_metarec import MAMLFactorizationRecommender
+from sklearn_metarec import _kernels as K
+
 
 def split(theta, n_items, d):
     k = d - 1
@@ -94,3 +97,55 @@ def batched_meta_grad(theta, padded, n_items, alpha, lam, reg, n_steps, first_or
         loss = task_losses.mean()
     loss.backward()
     return loss.detach(), theta.grad
+
+
+class TorchMAMLRecommender(MAMLFactorizationRecommender):
+    """The accuracy peer: MAML of the same model trained by PyTorch autograd,
+    as learn2learn-style code trains it.
+
+    The MAML paper's objective (mean support loss, every user's query loss
+    counting once), the batched meta-gradient above in float32 and
+    ``torch.optim.Adam``. Task sampling, the vocabulary and serving (users
+    adapted by the same T plain gradient steps) are the package's, so only
+    the meta-training differs. Parameters as in
+    :class:`~sklearn_metarec.MAMLFactorizationRecommender`.
+    """
+
+    def __init__(self, n_factors=32, *, n_inner_steps=5, inner_lr=0.15, meta_lr=0.005, reg=0.01,
+                 meta_batch_size=32, n_epochs=40, n_support=(3, 20), first_order=False, random_state=None):
+        super().__init__(n_factors, n_inner_steps=n_inner_steps, inner_lr=inner_lr, shrinkage=0.0,
+                         meta_lr=meta_lr, reg=reg, meta_batch_size=meta_batch_size, n_epochs=n_epochs,
+                         n_support=n_support, first_order=first_order, task_weighting="users",
+                         random_state=random_state)
+
+    def _meta_epoch(self, indptr, items, ratings, weights, order, lo, hi, seed):
+        if self.n_iter_ == 0 or not hasattr(self, "_torch_theta"):
+            self._torch_theta = torch.tensor(self._theta, dtype=torch.float32, requires_grad=True)
+            self._torch_adam = torch.optim.Adam([self._torch_theta], lr=self.meta_lr)
+        n_items = len(self._item_vocab)
+        alpha = torch.tensor(self._alpha(), dtype=torch.float32)
+        losses = []
+        for batch, offsets in self._batches(indptr, order):
+            t_items = np.empty(offsets[-1], dtype=np.int64)
+            t_y, t_w = np.empty(offsets[-1]), np.empty(offsets[-1])
+            n_sup = np.empty(len(batch), dtype=np.int64)
+            K.sample_tasks(indptr, items, ratings, weights, batch, lo, hi, seed, n_items, 0, offsets,
+                           t_items, t_y, t_w, n_sup)
+            tasks = [(t_items[a:b], t_y[a:b], t_w[a:b], n_sup[j])
+                     for j, (a, b) in enumerate(zip(offsets[:-1], offsets[1:]))]
+            loss, grad = batched_meta_grad(self._torch_theta, pad(tasks, torch.float32), n_items, alpha,
+                                           float(self.inner_reg), float(self.reg), self.n_inner_steps,
+                                           bool(self.first_order))
+            losses.append(float(loss))
+            if not losses[-1] < self._loss_limit:
+                break
+            self._torch_theta.grad = grad
+            self._torch_adam.step()
+        self._theta[:] = self._torch_theta.detach().numpy()
+        return np.array(losses)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_torch_theta", None)
+        state.pop("_torch_adam", None)
+        return state

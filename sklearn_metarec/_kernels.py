@@ -386,13 +386,20 @@ def sample_tasks(indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, n
 def meta_batch_grad(
     indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets, theta, n_items,
     alpha, lam, kappa, reg, n_steps, first_order, hyper, logistic, n_neg, per_rating, grad,
-    grad_hyper,
+    grad_hyper, rows,
 ):
-    """Mean query loss of a meta-batch of users; ``grad`` ← its meta-gradient.
+    """Mean query loss of a meta-batch of users and its meta-gradient.
 
     ``offsets`` is the running sum of the users' task lengths, (1 + n_neg)
     times their rating counts. Each task is laid out by ``_build_task``.
     With ``hyper``, ``grad_hyper`` ← (∂/∂α, ∂/∂λ), of length d + 1.
+
+    Only the part of ``grad`` the batch touches is written: (μ, φ₀) and the
+    rows of the items in its tasks, whose codes go to ``rows[:n]``, where n
+    is returned as well. Other items' gradients are zero, and their entries
+    of ``grad`` are left as they were, so that the cost of a batch does not
+    grow with the catalogue: pass a zeroed ``grad`` for the dense gradient.
+    Returns (loss, n).
     """
     d = alpha.shape[0]
     k = d - 1
@@ -422,9 +429,20 @@ def meta_batch_grad(
         w_query[b] = t_w[lo + n_sup : hi].sum()
     # Serial reduction in task order: item rows are shared between tasks, and
     # a fixed order keeps results identical for any number of threads.
-    grad[:] = 0.0
     grad_hyper[:] = 0.0
     g_phi0, g_bi, g_Q = unpack(grad, n_items, d)
+    grad[0] = 0.0
+    g_phi0[:] = 0.0
+    n_rows = 0
+    seen = np.zeros(n_items, dtype=np.bool_)
+    for p in range(total):
+        i = t_items[p]
+        if not seen[i]:
+            seen[i] = True
+            rows[n_rows] = i
+            n_rows += 1
+            g_bi[i] = 0.0
+            g_Q[i, :] = 0.0
     w_total = w_query.sum()
     loss = 0.0
     for b in range(n_tasks):
@@ -440,7 +458,7 @@ def meta_batch_grad(
             g_bi[i] += g_item[p, 0] * scale
             for f in range(k):
                 g_Q[i, f] += g_item[p, 1 + f] * scale
-    return loss
+    return loss, n_rows
 
 
 @_jit(parallel=True)
@@ -553,6 +571,32 @@ def reptile_batch(
             for f in range(k):
                 dQ[i, f] /= copies[i]
     return total_loss
+
+
+@_jit()
+def adam_rows(theta, grad, m, v, step, lr, n_items, d, rows, n_rows):
+    """:func:`adam_step` on (μ, φ₀) and on the item rows ``rows[:n_rows]``
+    only (lazy Adam: an item's moments move when it has a gradient), so that
+    a meta-batch costs the same however many items there are."""
+    k = d - 1
+    b1 = 0.9
+    b2 = 0.999
+    c1 = 1.0 - b1**step
+    c2 = 1.0 - b2**step
+    n_head = 1 + d
+    for r in range(n_head + 2 * n_rows):
+        if r < n_head:
+            a0, a1 = r, r + 1
+        elif r < n_head + n_rows:
+            a0 = n_head + rows[r - n_head]
+            a1 = a0 + 1
+        else:
+            a0 = n_head + n_items + rows[r - n_head - n_rows] * k
+            a1 = a0 + k
+        for a in range(a0, a1):
+            m[a] = b1 * m[a] + (1.0 - b1) * grad[a]
+            v[a] = b2 * v[a] + (1.0 - b2) * grad[a] * grad[a]
+            theta[a] -= lr * (m[a] / c1) / (math.sqrt(v[a] / c2) + 1e-8)
 
 
 @_jit()

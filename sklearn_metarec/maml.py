@@ -367,21 +367,24 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         before the update, and returns the losses of the batches run."""
         n_items = len(self._item_vocab)
         alpha = self._alpha()
-        grad = np.empty_like(self._theta)
+        d = self.n_factors + 1
+        grad = np.zeros_like(self._theta)
         grad_hyper = np.empty(len(alpha) + 1)
+        rows = np.empty(n_items, dtype=np.int64)
         losses = []
         for batch, offsets in self._batches(indptr, order):
-            loss = K.meta_batch_grad(
+            loss, n_rows = K.meta_batch_grad(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets,
                 self._theta, n_items, alpha, self._inner_reg(), float(self.shrinkage), float(self.reg),
                 self.n_inner_steps, bool(self.first_order), self._learns_hyper, self._logistic,
-                self._n_neg(), self.task_weighting == "ratings", grad, grad_hyper,
+                self._n_neg(), self.task_weighting == "ratings", grad, grad_hyper, rows,
             )
             losses.append(loss)
             if not loss < self._loss_limit:  # also catches NaN
                 break
             self._adam_step += 1
-            K.adam_step(self._theta, grad, self._adam_m, self._adam_v, self._adam_step, float(self.meta_lr))
+            K.adam_rows(self._theta, grad, self._adam_m, self._adam_v, self._adam_step, float(self.meta_lr),
+                        n_items, d, rows, n_rows)
             if self._learns_hyper:
                 self._hyper_step(grad_hyper)
                 alpha = self._alpha()

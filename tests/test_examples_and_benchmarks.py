@@ -4,6 +4,8 @@ import runpy
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -66,3 +68,41 @@ def test_implicit_feedback_example_runs(capsys):
     out = capsys.readouterr().out
     assert "| popularity |" in out and "| MAMLFactorizationRecommender |" in out
     assert all(((s >= 0) & (s <= 1)).all() for name, s in scores.items() if name != "popularity")
+
+
+def _benchmarks(monkeypatch):
+    # On the path for the whole test: scale.py's worker processes import from it.
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+
+
+def test_cold_start_benchmark_runs_on_files_in_the_official_format(tmp_path, monkeypatch, capsys):
+    from sklearn_metarec.datasets import make_ratings
+
+    _benchmarks(monkeypatch)
+    import cold_start
+
+    X, y = make_ratings(n_users=150, n_items=50, mean_ratings=30, min_ratings=22, random_state=0)
+    lines = [f"{u + 1}\t{i + 1}\t{int(r)}\t{880000000 + n}\n" for n, ((u, i), r) in enumerate(zip(X, y))]
+    (tmp_path / "u.data").write_text("".join(lines))
+    out = tmp_path / "cold_start.md"
+    cold_start.main(["--data", str(tmp_path), "--shots", "5", "--seeds", "0", "--out", str(out),
+                     "--methods", "FactorizationRecommender, tuned", cold_start.OURS])
+    text = out.read_text()
+    for support in ("random", "earliest"):
+        for name in ("global mean", "FactorizationRecommender, tuned", "MAML (ours)"):
+            assert f"| {support} | 5 | {name} |" in text or f"| {support} | 5 | **{name}** |" in text
+    with pytest.raises(ValueError, match="unknown methods"):
+        cold_start.methods(["SVD++"])
+
+
+def test_scale_benchmark(tmp_path, monkeypatch, capsys):
+    _benchmarks(monkeypatch)
+    import scale
+
+    out = tmp_path / "scale.md"
+    scale.main(["--sizes", "20000", "--n-epochs", "1", "--threads", "1", "2", "--thread-size", "20000",
+                "--out", str(out)])
+    text = out.read_text()
+    assert "| MAML fit (s) |" in text and "| 2 |" in text.split("Thread scaling")[1]
+    row = [line for line in text.splitlines() if line.startswith("| 7,035 |")]
+    assert len(row) == 1 and float(row[0].split("|")[6]) > 0  # peak memory was measured

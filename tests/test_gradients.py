@@ -48,12 +48,12 @@ def kernel_grad(p, users, seed, lam, reg, n_steps, first_order, hyper=False, los
     """Loss, meta-gradient (and hypergradient) from the kernel, with the
     tasks it drew."""
     offsets = task_offsets(p, users, n_neg)
-    grad = np.empty_like(p["theta"])
+    grad = np.zeros_like(p["theta"])
     grad_hyper = np.empty(p["d"] + 1)
-    value = K.meta_batch_grad(
+    value, _ = K.meta_batch_grad(
         p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"], p["sup_hi"],
         seed, offsets, p["theta"], p["n_items"], p["alpha"], lam, kappa, reg, n_steps, first_order,
-        hyper, loss == "logistic", n_neg, per_rating, grad, grad_hyper,
+        hyper, loss == "logistic", n_neg, per_rating, grad, grad_hyper, np.empty(p["n_items"], dtype=np.int64),
     )
     tasks = tasks_of(p, users, seed, n_neg)
     if hyper:

@@ -167,6 +167,58 @@ def test_adam_step_matches_formula():
     np.testing.assert_allclose(v, v_ref, rtol=1e-13)
 
 
+def test_lazy_adam_updates_the_head_and_the_given_item_rows_only():
+    rng = np.random.default_rng(4)
+    n_items, d = 6, 3
+    size = 1 + d + n_items * d
+    theta, grad = rng.normal(size=size), rng.normal(size=size)
+    m, v = rng.normal(size=size) * 0.1, rng.uniform(size=size) * 0.1
+    rows = np.array([4, 1, 0, 0], dtype=np.int64)  # the last entry is past n_rows
+    touched = np.zeros(size, dtype=bool)
+    touched[: 1 + d] = True
+    for i in rows[:3]:
+        touched[1 + d + i] = True
+        touched[1 + d + n_items + i * (d - 1) : 1 + d + n_items + (i + 1) * (d - 1)] = True
+    expected = [a.copy() for a in (theta, m, v)]
+    dense = [a.copy() for a in (theta, m, v)]
+    K.adam_step(*dense[:1], grad, *dense[1:], 3, 0.01)
+    for e, full in zip(expected, dense):
+        e[touched] = full[touched]
+    K.adam_rows(theta, grad, m, v, 3, 0.01, n_items, d, rows, 3)
+    for got, e in zip((theta, m, v), expected):
+        np.testing.assert_array_equal(got, e)
+
+
+def test_meta_gradient_writes_only_the_batch_rows(problem):
+    # Entries of items outside the batch keep whatever the buffer held; with a
+    # zeroed buffer the result is the dense gradient, which the gradient
+    # tests check. The touched rows are exactly the batch's items.
+    p = problem
+    users = np.array([0, 2], dtype=np.int64)
+    offsets = np.r_[0, np.cumsum(np.diff(p["indptr"])[users])].astype(np.int64)
+    rows = np.empty(p["n_items"], dtype=np.int64)
+
+    def grad_from(start):
+        grad = start.copy()
+        loss, n = K.meta_batch_grad(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"],
+                                    p["sup_hi"], 3, offsets, p["theta"], p["n_items"], p["alpha"], 0.05, 2.0,
+                                    0.1, 2, False, False, False, 0, True, grad, np.empty(p["d"] + 1), rows)
+        return grad, n
+
+    dense, n = grad_from(np.zeros_like(p["theta"]))
+    stale, n_again = grad_from(np.full_like(p["theta"], 7.0))
+    batch_items = np.unique(np.concatenate([p["items"][p["indptr"][u] : p["indptr"][u + 1]] for u in users]))
+    assert n == n_again and np.array_equal(np.sort(rows[:n]), batch_items)
+    d, k = p["d"], p["d"] - 1
+    mask = np.zeros(len(dense), dtype=bool)
+    mask[: 1 + d] = True
+    for i in batch_items:
+        mask[1 + d + i] = True
+        mask[1 + d + p["n_items"] + i * k : 1 + d + p["n_items"] + (i + 1) * k] = True
+    np.testing.assert_array_equal(stale[mask], dense[mask])
+    assert (stale[~mask] == 7.0).all() and (dense[~mask] == 0.0).all() and (~mask).any()
+
+
 def test_jit_falls_back_without_a_cache_directory(monkeypatch):
     # With no usable cache locator Numba raises at decoration time; the
     # package must still import and compile in memory.
