@@ -431,10 +431,15 @@ def meta_batch_grad(
     # a fixed order keeps results identical for any number of threads.
     grad_hyper[:] = 0.0
     g_phi0, g_bi, g_Q = unpack(grad, n_items, d)
+    # Plain loops: in a parallel kernel an array expression becomes a
+    # parallel region of its own, whose launch would cost more than the row.
     grad[0] = 0.0
-    g_phi0[:] = 0.0
+    for a in range(d):
+        g_phi0[a] = 0.0
     n_rows = 0
-    seen = np.zeros(n_items, dtype=np.bool_)
+    seen = np.empty(n_items, dtype=np.bool_)
+    for i in range(n_items):
+        seen[i] = False
     for p in range(total):
         i = t_items[p]
         if not seen[i]:
@@ -442,7 +447,8 @@ def meta_batch_grad(
             rows[n_rows] = i
             n_rows += 1
             g_bi[i] = 0.0
-            g_Q[i, :] = 0.0
+            for f in range(k):
+                g_Q[i, f] = 0.0
     w_total = w_query.sum()
     loss = 0.0
     for b in range(n_tasks):
