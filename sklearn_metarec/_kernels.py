@@ -150,17 +150,23 @@ def _loss_terms(s, y, logistic):
 
 
 @_jit()
+def _support_norm(weights, n_sup, kappa):
+    """W̃_S = W_S + κ, the support loss's normalizer; 0 for an empty support."""
+    ws = 0.0
+    for j in range(n_sup):
+        ws += weights[j]
+    return ws + kappa if ws > 0.0 else 0.0
+
+
+@_jit()
 def _support_grad(phi, n_sup, items, ratings, weights, mu, bi, Q, lam, kappa, logistic, g):
     """g ← ∇φ L_S(φ) over the first ``n_sup`` ratings of a task."""
     d = phi.shape[0]
     for a in range(d):
         g[a] = 2.0 * lam * phi[a]
-    ws = 0.0
-    for j in range(n_sup):
-        ws += weights[j]
+    ws = _support_norm(weights, n_sup, kappa)
     if ws <= 0.0:
         return
-    ws += kappa
     for j in range(n_sup):
         i = items[j]
         _, dl, _ = _loss_terms(_score(mu, bi, Q, phi, i), ratings[j], logistic)
@@ -227,11 +233,7 @@ def _task_meta_grad(
 
     g_lam = 0.0
     if hyper or not first_order:
-        ws = 0.0
-        for j in range(n_sup):
-            ws += weights[j]
-        if ws > 0.0:
-            ws += kappa
+        ws = _support_norm(weights, n_sup, kappa)
         vt = np.empty(d)
         hv = np.empty(d)
         gt = np.empty(d)
@@ -436,19 +438,16 @@ def meta_batch_grad(
     grad[0] = 0.0
     for a in range(d):
         g_phi0[a] = 0.0
-    n_rows = 0
-    seen = np.empty(n_items, dtype=np.bool_)
-    for i in range(n_items):
-        seen[i] = False
-    for p in range(total):
-        i = t_items[p]
-        if not seen[i]:
-            seen[i] = True
-            rows[n_rows] = i
-            n_rows += 1
-            g_bi[i] = 0.0
-            for f in range(k):
-                g_Q[i, f] = 0.0
+    # The batch's items by sorting, not by marking the catalogue: the cost
+    # stays that of the batch.
+    touched = np.unique(t_items)
+    n_rows = touched.shape[0]
+    for r in range(n_rows):
+        i = touched[r]
+        rows[r] = i
+        g_bi[i] = 0.0
+        for f in range(k):
+            g_Q[i, f] = 0.0
     w_total = w_query.sum()
     loss = 0.0
     for b in range(n_tasks):
@@ -508,11 +507,7 @@ def reptile_batch(
         for jj in range(s):
             lb[jj] = bi[it[jj]]
             lq[jj, :] = Q[it[jj]]
-        ws = 0.0
-        for jj in range(s):
-            ws += ws_[jj]
-        if ws > 0.0:
-            ws += kappa
+        ws = _support_norm(ws_, s, kappa)
         g = np.empty(d)
         gb = np.zeros(s)
         gq = np.zeros((s, k))
@@ -580,42 +575,35 @@ def reptile_batch(
 
 
 @_jit()
+def _adam_range(theta, grad, m, v, step, lr, a0, a1):
+    """Adam (β₁ = 0.9, β₂ = 0.999, ε = 1e-8) on entries a0..a1−1; ``step``
+    counts from 1."""
+    c1 = 1.0 - 0.9**step
+    c2 = 1.0 - 0.999**step
+    for a in range(a0, a1):
+        m[a] = 0.9 * m[a] + (1.0 - 0.9) * grad[a]
+        v[a] = 0.999 * v[a] + (1.0 - 0.999) * grad[a] * grad[a]
+        theta[a] -= lr * (m[a] / c1) / (math.sqrt(v[a] / c2) + 1e-8)
+
+
+@_jit()
+def adam_step(theta, grad, m, v, step, lr):
+    """One Adam update of every entry."""
+    _adam_range(theta, grad, m, v, step, lr, 0, theta.shape[0])
+
+
+@_jit()
 def adam_rows(theta, grad, m, v, step, lr, n_items, d, rows, n_rows):
     """:func:`adam_step` on (μ, φ₀) and on the item rows ``rows[:n_rows]``
     only (lazy Adam: an item's moments move when it has a gradient), so that
     a meta-batch costs the same however many items there are."""
     k = d - 1
-    b1 = 0.9
-    b2 = 0.999
-    c1 = 1.0 - b1**step
-    c2 = 1.0 - b2**step
-    n_head = 1 + d
-    for r in range(n_head + 2 * n_rows):
-        if r < n_head:
-            a0, a1 = r, r + 1
-        elif r < n_head + n_rows:
-            a0 = n_head + rows[r - n_head]
-            a1 = a0 + 1
-        else:
-            a0 = n_head + n_items + rows[r - n_head - n_rows] * k
-            a1 = a0 + k
-        for a in range(a0, a1):
-            m[a] = b1 * m[a] + (1.0 - b1) * grad[a]
-            v[a] = b2 * v[a] + (1.0 - b2) * grad[a] * grad[a]
-            theta[a] -= lr * (m[a] / c1) / (math.sqrt(v[a] / c2) + 1e-8)
-
-
-@_jit()
-def adam_step(theta, grad, m, v, step, lr):
-    """One Adam update (β₁ = 0.9, β₂ = 0.999, ε = 1e-8); ``step`` counts from 1."""
-    b1 = 0.9
-    b2 = 0.999
-    c1 = 1.0 - b1**step
-    c2 = 1.0 - b2**step
-    for a in range(theta.shape[0]):
-        m[a] = b1 * m[a] + (1.0 - b1) * grad[a]
-        v[a] = b2 * v[a] + (1.0 - b2) * grad[a] * grad[a]
-        theta[a] -= lr * (m[a] / c1) / (math.sqrt(v[a] / c2) + 1e-8)
+    _adam_range(theta, grad, m, v, step, lr, 0, 1 + d)
+    for r in range(n_rows):
+        b = 1 + d + rows[r]
+        _adam_range(theta, grad, m, v, step, lr, b, b + 1)
+        q = 1 + d + n_items + rows[r] * k
+        _adam_range(theta, grad, m, v, step, lr, q, q + k)
 
 
 # --------------------------------------------------------------------------
