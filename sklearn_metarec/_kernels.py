@@ -369,6 +369,44 @@ def _task_buffers(total):
 # --------------------------------------------------------------------------
 
 
+@_jit()
+def _item_groups(t_items, offsets, ends, rows):
+    """The entries ``offsets[b]:ends[b]`` of a batch's tasks grouped by item,
+    for a reduction over item rows that threads can share. Returns
+    (entries, starts, task_of, n): the entries of item ``rows[r]`` are
+    ``entries[starts[r]:starts[r + 1]]``, in entry order (a stable sort), so
+    that each row's sum is the same as a serial pass in task order would
+    give; ``task_of[p]`` is entry p's task. Cost: that of the batch, not of
+    the catalogue."""
+    n_tasks = offsets.shape[0] - 1
+    task_of = np.empty(offsets[n_tasks], dtype=np.int64)
+    n = 0
+    for b in range(n_tasks):
+        for p in range(offsets[b], offsets[b + 1]):
+            task_of[p] = b
+        n += ends[b] - offsets[b]
+    picked = np.empty(n, dtype=np.int64)
+    keys = np.empty(n, dtype=np.int64)
+    e = 0
+    for b in range(n_tasks):
+        for p in range(offsets[b], ends[b]):
+            picked[e] = p
+            keys[e] = t_items[p]
+            e += 1
+    order = np.argsort(keys, kind="mergesort")
+    entries = np.empty(n, dtype=np.int64)
+    starts = np.empty(n + 1, dtype=np.int64)
+    n_rows = 0
+    for e in range(n):
+        entries[e] = picked[order[e]]
+        if e == 0 or keys[order[e]] != keys[order[e - 1]]:
+            starts[n_rows] = e
+            rows[n_rows] = keys[order[e]]
+            n_rows += 1
+    starts[n_rows] = n
+    return entries, starts, task_of, n_rows
+
+
 @_jit(parallel=True)
 def sample_tasks(indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, n_items, n_neg,
                  offsets, t_items, t_y, t_w, n_sup):
@@ -429,37 +467,39 @@ def meta_batch_grad(
             g_hyper[b, :d],
         )
         w_query[b] = t_w[lo + n_sup : hi].sum()
-    # Serial reduction in task order: item rows are shared between tasks, and
-    # a fixed order keeps results identical for any number of threads.
+    # (μ, φ₀, α, λ) serially in task order: identical for any thread count.
     grad_hyper[:] = 0.0
     g_phi0, g_bi, g_Q = unpack(grad, n_items, d)
+    scales = np.empty(n_tasks)
+    w_total = 0.0
+    for b in range(n_tasks):
+        w_total += w_query[b]
+    for b in range(n_tasks):
+        scales[b] = w_query[b] / w_total if per_rating and w_total > 0.0 else 1.0 / n_tasks
     # Plain loops: in a parallel kernel an array expression becomes a
     # parallel region of its own, whose launch would cost more than the row.
     grad[0] = 0.0
     for a in range(d):
         g_phi0[a] = 0.0
-    # The batch's items by sorting, not by marking the catalogue: the cost
-    # stays that of the batch.
-    touched = np.unique(t_items)
-    n_rows = touched.shape[0]
-    for r in range(n_rows):
-        i = touched[r]
-        rows[r] = i
+    loss = 0.0
+    for b in range(n_tasks):
+        loss += losses[b] * scales[b]
+        grad[0] += g_mu[b] * scales[b]
+        for a in range(d):
+            g_phi0[a] += g_phi[b, a] * scales[b]
+        for a in range(d + 1):
+            grad_hyper[a] += g_hyper[b, a] * scales[b]
+    # Item rows one at a time per thread, each summed in entry order, so the
+    # result does not depend on the thread count.
+    entries, starts, task_of, n_rows = _item_groups(t_items, offsets, offsets[1:], rows)
+    for r in prange(n_rows):
+        i = rows[r]
         g_bi[i] = 0.0
         for f in range(k):
             g_Q[i, f] = 0.0
-    w_total = w_query.sum()
-    loss = 0.0
-    for b in range(n_tasks):
-        scale = w_query[b] / w_total if per_rating and w_total > 0.0 else 1.0 / n_tasks
-        loss += losses[b] * scale
-        grad[0] += g_mu[b] * scale
-        for a in range(d):
-            g_phi0[a] += g_phi[b, a] * scale
-        for a in range(d + 1):
-            grad_hyper[a] += g_hyper[b, a] * scale
-        for p in range(offsets[b], offsets[b + 1]):
-            i = t_items[p]
+        for e in range(starts[r], starts[r + 1]):
+            p = entries[e]
+            scale = scales[task_of[p]]
             g_bi[i] += g_item[p, 0] * scale
             for f in range(k):
                 g_Q[i, f] += g_item[p, 1 + f] * scale
@@ -469,7 +509,7 @@ def meta_batch_grad(
 @_jit(parallel=True)
 def reptile_batch(
     indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets, theta, n_items,
-    alpha, lam, kappa, item_lr, n_steps, adapt_items, logistic, n_neg, delta,
+    alpha, lam, kappa, item_lr, n_steps, adapt_items, logistic, n_neg, delta, rows,
 ):
     """Reptile's direction for a meta-batch: ``delta`` ← the mean over tasks
     of (adapted − initial) parameters. Each task runs ``n_steps`` of gradient
@@ -477,8 +517,12 @@ def reptile_batch(
     ``adapt_items``, on its support items' (b_i, q_i) (step ``item_lr``), all
     from the same iterate. μ is not adapted. φ₀'s direction is the mean over
     tasks; an item's is the mean over its adapted copies (one per entry of
-    a support set, sampled negatives included). Returns the mean support
-    loss at the initial parameters (before adaptation).
+    a support set, sampled negatives included).
+
+    As in :func:`meta_batch_grad`, only (μ, φ₀) and the rows of the items
+    in the tasks' support sets are written, their codes to ``rows[:n]``;
+    other entries of ``delta`` are left as they were. Returns (mean support
+    loss at the initial parameters, before adaptation; n).
     """
     d = alpha.shape[0]
     k = d - 1
@@ -547,39 +591,60 @@ def reptile_batch(
             d_item[lo + jj, 0] = lb[jj] - bi[i]
             for f in range(k):
                 d_item[lo + jj, 1 + f] = lq[jj, f] - Q[i, f]
-    # Serial reduction in task order, as in meta_batch_grad. An item's
-    # direction is averaged over the adapted copies of it, not over every
-    # task: most tasks never touch a given item, and counting them would
-    # shrink item updates by the batch size.
-    delta[:] = 0.0
+    # An item's direction is averaged over the adapted copies of it, not over
+    # every task: most tasks never touch a given item, and counting them
+    # would shrink item updates by the batch size.
     dphi0, dbi, dQ = unpack(delta, n_items, d)
-    copies = np.zeros(n_items)
+    delta[0] = 0.0
+    for a in range(d):
+        dphi0[a] = 0.0
     scale = 1.0 / n_tasks
     total_loss = 0.0
     for b in range(n_tasks):
         total_loss += losses[b] * scale
         for a in range(d):
             dphi0[a] += d_phi[b, a] * scale
-        for p in range(offsets[b], offsets[b] + n_sups[b]):
-            i = t_items[p]
-            copies[i] += 1.0
+    ends = np.empty(n_tasks, dtype=np.int64)
+    for b in range(n_tasks):
+        ends[b] = offsets[b] + n_sups[b]
+    entries, starts, _, n_rows = _item_groups(t_items, offsets, ends, rows)
+    for r in prange(n_rows):
+        i = rows[r]
+        dbi[i] = 0.0
+        for f in range(k):
+            dQ[i, f] = 0.0
+        for e in range(starts[r], starts[r + 1]):
+            p = entries[e]
             dbi[i] += d_item[p, 0]
             for f in range(k):
                 dQ[i, f] += d_item[p, 1 + f]
-    for i in range(n_items):
-        if copies[i] > 1.0:
-            dbi[i] /= copies[i]
+        copies = starts[r + 1] - starts[r]
+        if copies > 1:
+            dbi[i] /= copies
             for f in range(k):
-                dQ[i, f] /= copies[i]
-    return total_loss
+                dQ[i, f] /= copies
+    return total_loss, n_rows
+
+
+@_jit(parallel=True)
+def step_rows(theta, delta, lr, n_items, d, rows, n_rows):
+    """θ += lr·δ on (μ, φ₀) and on the item rows ``rows[:n_rows]``, the only
+    entries of δ a meta-batch writes."""
+    k = d - 1
+    for a in range(1 + d):
+        theta[a] += lr * delta[a]
+    for r in prange(n_rows):
+        b = 1 + d + rows[r]
+        theta[b] += lr * delta[b]
+        q = 1 + d + n_items + rows[r] * k
+        for f in range(k):
+            theta[q + f] += lr * delta[q + f]
 
 
 @_jit()
-def _adam_range(theta, grad, m, v, step, lr, a0, a1):
-    """Adam (β₁ = 0.9, β₂ = 0.999, ε = 1e-8) on entries a0..a1−1; ``step``
-    counts from 1."""
-    c1 = 1.0 - 0.9**step
-    c2 = 1.0 - 0.999**step
+def _adam_range(theta, grad, m, v, c1, c2, lr, a0, a1):
+    """Adam (β₁ = 0.9, β₂ = 0.999, ε = 1e-8) on entries a0..a1−1, with the
+    bias corrections c1 = 1 − β₁^step and c2 = 1 − β₂^step (step from 1)."""
     for a in range(a0, a1):
         m[a] = 0.9 * m[a] + (1.0 - 0.9) * grad[a]
         v[a] = 0.999 * v[a] + (1.0 - 0.999) * grad[a] * grad[a]
@@ -589,21 +654,23 @@ def _adam_range(theta, grad, m, v, step, lr, a0, a1):
 @_jit()
 def adam_step(theta, grad, m, v, step, lr):
     """One Adam update of every entry."""
-    _adam_range(theta, grad, m, v, step, lr, 0, theta.shape[0])
+    _adam_range(theta, grad, m, v, 1.0 - 0.9**step, 1.0 - 0.999**step, lr, 0, theta.shape[0])
 
 
-@_jit()
+@_jit(parallel=True)
 def adam_rows(theta, grad, m, v, step, lr, n_items, d, rows, n_rows):
     """:func:`adam_step` on (μ, φ₀) and on the item rows ``rows[:n_rows]``
     only (lazy Adam: an item's moments move when it has a gradient), so that
     a meta-batch costs the same however many items there are."""
     k = d - 1
-    _adam_range(theta, grad, m, v, step, lr, 0, 1 + d)
-    for r in range(n_rows):
+    c1 = 1.0 - 0.9**step
+    c2 = 1.0 - 0.999**step
+    _adam_range(theta, grad, m, v, c1, c2, lr, 0, 1 + d)
+    for r in prange(n_rows):
         b = 1 + d + rows[r]
-        _adam_range(theta, grad, m, v, step, lr, b, b + 1)
+        _adam_range(theta, grad, m, v, c1, c2, lr, b, b + 1)
         q = 1 + d + n_items + rows[r] * k
-        _adam_range(theta, grad, m, v, step, lr, q, q + k)
+        _adam_range(theta, grad, m, v, c1, c2, lr, q, q + k)
 
 
 # --------------------------------------------------------------------------

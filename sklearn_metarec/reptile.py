@@ -144,16 +144,18 @@ n_iter_, n_features_in_, feature_names_in_
         n_items = len(self._item_vocab)
         alpha = self._alpha()
         item_lr = self._inner_lr() if self.item_lr is None else float(self.item_lr)
+        d = self.n_factors + 1
         delta = np.empty_like(self._theta)
+        rows = np.empty(n_items, dtype=np.int64)
         losses = []
         for batch, offsets in self._batches(indptr, order):
-            loss = K.reptile_batch(
+            loss, n_rows = K.reptile_batch(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
                 alpha, float(self.inner_reg), float(self.shrinkage), item_lr, self.n_inner_steps, bool(self.adapt_items),
-                self._logistic, self._n_neg(), delta,
+                self._logistic, self._n_neg(), delta, rows,
             )
             losses.append(loss)
             if not loss < self._loss_limit:  # also catches NaN
                 break
-            self._theta += float(self.meta_lr) * delta
+            K.step_rows(self._theta, delta, float(self.meta_lr), n_items, d, rows, n_rows)
         return np.array(losses)

@@ -4,7 +4,12 @@ import pickle
 import numpy as np
 import pytest
 
-from sklearn_metarec import DivergenceError, FactorizationRecommender, MAMLFactorizationRecommender
+from sklearn_metarec import (
+    DivergenceError,
+    FactorizationRecommender,
+    MAMLFactorizationRecommender,
+    ReptileFactorizationRecommender,
+)
 from sklearn_metarec.__main__ import rank_within_user
 from sklearn_metarec.datasets import make_ratings
 from sklearn_metarec.maml import support_bounds
@@ -42,10 +47,12 @@ def test_partial_fit_keeps_learning_and_changes_touched_users_only():
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_results_do_not_depend_on_thread_count(n_jobs):
+@pytest.mark.parametrize("cls", [MAMLFactorizationRecommender, ReptileFactorizationRecommender])
+def test_results_do_not_depend_on_thread_count(cls, n_jobs):
+    # Item rows are reduced by several threads, each row in a fixed order.
     X, y = small_data()
-    reference = MAMLFactorizationRecommender(n_factors=4, n_epochs=3, random_state=0, n_jobs=1).fit(X, y)
-    model = MAMLFactorizationRecommender(n_factors=4, n_epochs=3, random_state=0, n_jobs=n_jobs).fit(X, y)
+    reference = cls(n_factors=4, n_epochs=3, random_state=0, n_jobs=1).fit(X, y)
+    model = cls(n_factors=4, n_epochs=3, random_state=0, n_jobs=n_jobs).fit(X, y)
     np.testing.assert_array_equal(model.predict(X), reference.predict(X))
 
 

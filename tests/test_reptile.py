@@ -55,11 +55,23 @@ def test_update_matches_numpy(n_steps, adapt_items, loss, n_neg):
         p["ratings"][:] = 1.0
     users = np.arange(6, dtype=np.int64)
     offsets = task_offsets(p, users, n_neg)
-    delta = np.empty_like(p["theta"])
-    value = K.reptile_batch(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"],
-                            p["sup_hi"], 4, offsets, p["theta"], p["n_items"], p["alpha"], 0.05, 1.5, 0.2,
-                            n_steps, adapt_items, loss == "logistic", n_neg, delta)
+    # A buffer of 7s: the entries the batch does not write must keep them.
+    delta = np.full_like(p["theta"], 7.0)
+    rows = np.empty(p["n_items"], dtype=np.int64)
+    value, n_rows = K.reptile_batch(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"],
+                                    p["sup_hi"], 4, offsets, p["theta"], p["n_items"], p["alpha"], 0.05, 1.5,
+                                    0.2, n_steps, adapt_items, loss == "logistic", n_neg, delta, rows)
     tasks = tasks_of(p, users, 4, n_neg)
+    support_items = np.unique(np.concatenate([items[:n_sup] for items, _, _, n_sup in tasks]))
+    assert np.array_equal(np.sort(rows[:n_rows]), support_items)
+    d, k = p["d"], p["d"] - 1
+    written = np.zeros(len(delta), dtype=bool)
+    written[: 1 + d] = True
+    written[1 + d + support_items] = True
+    for i in support_items:
+        written[1 + d + p["n_items"] + i * k : 1 + d + p["n_items"] + (i + 1) * k] = True
+    assert (delta[~written] == 7.0).all()
+    delta[~written] = 0.0
     expected = reptile_reference(p, tasks, 0.05, 1.5, 0.2, n_steps, adapt_items, loss)
     np.testing.assert_allclose(delta, expected, rtol=1e-10, atol=1e-13)
     assert np.abs(delta[1 + p["d"] :]).max() > 0 if adapt_items else not delta[1 + p["d"] :].any()
@@ -78,10 +90,10 @@ def test_a_meta_step_interpolates_toward_the_adapted_parameters():
     lo, hi = support_bounds(model.n_support, np.diff(indptr))
     order = np.arange(len(model.user_ids_))
     offsets = np.r_[0, np.cumsum(np.diff(indptr))].astype(np.int64)
-    delta = np.empty_like(start)
+    delta = np.zeros_like(start)
     K.reptile_batch(indptr, items, ratings, weights, order, lo, hi, 11, offsets, start, len(model.item_ids_),
                     model._alpha(), 0.0, model.shrinkage, model._inner_lr(), model.n_inner_steps, True, False, 0,
-                    delta)
+                    delta, np.empty(len(model.item_ids_), dtype=np.int64))
     model.set_params(meta_lr=0.3)._meta_epoch(indptr, items, ratings, weights, order, lo, hi, 11)
     np.testing.assert_allclose(model._theta, start + 0.3 * delta, rtol=1e-12)
 
