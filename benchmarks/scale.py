@@ -11,8 +11,11 @@ The peer in the same run: the package's own FactorizationRecommender (SGD
 matrix factorization, Surprise's algorithm) on the same data, for scale.
 
 Thread scaling: the 1M fit on 1 thread against all threads (``--threads``).
+With ``--n-items``, the catalogue stays that size at every data size: a
+control that tells growth in the per-rating work from the cost of item
+tables that no longer fit in cache.
 
-    python benchmarks/scale.py [--sizes 1e6 3e6 1e7] [--n-epochs 40] [--threads 1 2]
+    python benchmarks/scale.py [--sizes 1e6 3e6 1e7] [--n-epochs 40] [--threads 1 2] [--n-items 2000]
 
 Prints a Markdown table and writes it to benchmarks/results/scale.md.
 """
@@ -21,26 +24,39 @@ import argparse
 import multiprocessing
 import os
 import platform
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
 import numba
+import numpy as np
 
 RATINGS_PER_USER = 100
 RATINGS_PER_ITEM = 500
 
 
-def _fit_child(name, n_ratings, n_epochs, n_jobs):
-    """In a fresh process: generate the data, fit once, return (seconds,
-    peak MiB added by the fit, MiB of the data arrays)."""
+def _make_data(n_ratings, n_items, path):
+    """Generate a size's data once and save it for the fits of that size:
+    make_ratings's exact popularity sampler costs users x items (about
+    100 s at 10M ratings), more than some fits."""
+    from sklearn_metarec.datasets import make_ratings
+
+    X, y = make_ratings(n_users=int(n_ratings // RATINGS_PER_USER), n_items=_n_items(n_ratings, n_items),
+                        mean_ratings=RATINGS_PER_USER, random_state=0)
+    np.save(path / "X.npy", X)
+    np.save(path / "y.npy", y)
+
+
+def _fit_child(name, path, n_epochs, n_jobs):
+    """In a fresh process: load the data, fit once, return (seconds, peak
+    MiB added by the fit, MiB of the data arrays, ratings)."""
     from peak_rss import peak_memory
 
     from sklearn_metarec import FactorizationRecommender, MAMLFactorizationRecommender
     from sklearn_metarec.datasets import make_ratings
 
-    X, y = make_ratings(n_users=int(n_ratings // RATINGS_PER_USER), n_items=int(n_ratings // RATINGS_PER_ITEM),
-                        mean_ratings=RATINGS_PER_USER, random_state=0)
+    X, y = np.load(path / "X.npy"), np.load(path / "y.npy")
     if name == "maml":
         model = MAMLFactorizationRecommender(n_epochs=n_epochs, random_state=0, n_jobs=n_jobs)
     else:
@@ -53,9 +69,25 @@ def _fit_child(name, n_ratings, n_epochs, n_jobs):
     return time.perf_counter() - start, peak, (X.nbytes + y.nbytes) / 2**20, len(y)
 
 
-def measure(name, n_ratings, n_epochs, n_jobs=None):
+def _in_child(func, *args):
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_fit_child, (name, n_ratings, n_epochs, n_jobs))
+        return pool.apply(func, args)
+
+
+def measure(name, path, n_epochs, n_jobs=None):
+    return _in_child(_fit_child, name, path, n_epochs, n_jobs)
+
+
+def _n_items(n_ratings, n_items):
+    return int(n_ratings // RATINGS_PER_ITEM) if n_items is None else n_items
+
+
+def data_for(n_ratings, n_items, root):
+    path = Path(root) / f"{int(n_ratings)}"
+    if not path.exists():
+        path.mkdir()
+        _in_child(_make_data, n_ratings, n_items, path)
+    return path
 
 
 def main(argv=None):
@@ -65,6 +97,8 @@ def main(argv=None):
                         help="thread counts of the scaling table, the first as the base")
     parser.add_argument("--thread-size", type=float, default=1e6, help="ratings of the scaling fits")
     parser.add_argument("--n-epochs", type=int, default=40)
+    parser.add_argument("--n-items", type=int, help="a fixed catalogue for every size (default: grows with "
+                        f"the data, {RATINGS_PER_ITEM} ratings per item)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "scale.md"))
     args = parser.parse_args(argv)
 
@@ -72,8 +106,9 @@ def main(argv=None):
     lines = [
         f"# Meta-training time and memory against data size, {date.today()}",
         "",
-        f"make_ratings with {RATINGS_PER_USER} ratings per user and {RATINGS_PER_ITEM} per item on average; "
-        f"{args.n_epochs} epochs; MAML with its defaults (k = 32, T = 5, exact second order); the "
+        f"make_ratings with {RATINGS_PER_USER} ratings per user and "
+        + (f"{RATINGS_PER_ITEM} per item on average; " if args.n_items is None else f"{args.n_items} items; ")
+        + f"{args.n_epochs} epochs; MAML with its defaults (k = 32, T = 5, exact second order); the "
         f"factorization with k = 32. Each fit in a fresh process after compilation. {os.cpu_count()} cores, "
         f"{threads} threads, {platform.machine()}. Memory: peak resident memory the fit adds, over the data "
         "arrays it is given.",
@@ -83,10 +118,12 @@ def main(argv=None):
         "|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
+    tmp = tempfile.TemporaryDirectory()
     for size in args.sizes:
-        seconds, peak, data_mib, n = measure("maml", size, args.n_epochs)
-        mf_seconds, _, _, _ = measure("mf", size, args.n_epochs)
-        lines.append(f"| {n:,} | {int(size // RATINGS_PER_USER):,} | {int(size // RATINGS_PER_ITEM):,} | "
+        path = data_for(size, args.n_items, tmp.name)
+        seconds, peak, data_mib, n = measure("maml", path, args.n_epochs)
+        mf_seconds, _, _, _ = measure("mf", path, args.n_epochs)
+        lines.append(f"| {n:,} | {int(size // RATINGS_PER_USER):,} | {_n_items(size, args.n_items):,} | "
                      f"{seconds:.1f} | {seconds / n * 1e6:.1f} | {peak:.0f} | {peak / n * 1e6:.0f} | "
                      f"{mf_seconds:.1f} | {data_mib:.0f} |")
         print(lines[-1], flush=True)
@@ -96,10 +133,11 @@ def main(argv=None):
                   "| threads | fit (s) | speed-up over 1 thread |", "|---|---|---|"]
         base = None
         for n_threads in args.threads:
-            seconds = measure("maml", size, args.n_epochs, n_jobs=n_threads)[0]
+            seconds = measure("maml", data_for(size, args.n_items, tmp.name), args.n_epochs, n_jobs=n_threads)[0]
             base = base or seconds
             lines.append(f"| {n_threads} | {seconds:.1f} | {base / seconds:.2f}x |")
             print(lines[-1], flush=True)
+    tmp.cleanup()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
 

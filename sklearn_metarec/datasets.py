@@ -41,6 +41,11 @@ def make_ratings(
     popularity, and ratings get Gaussian noise, then are clipped to
     ``rating_scale`` (and rounded when ``integer``).
 
+    Each user's items are drawn exactly, without replacement, by Gumbel
+    top-k over the whole catalogue, so generation costs n_users x n_items
+    (about 100 s for 10M ratings over 20,000 items), more than fitting
+    does at that size.
+
     Optionally, tastes drift over time, ratings become implicit 0/1 labels,
     and (with ``as_bunch``) the data come with timestamps and side features
     correlated with the taste clusters: a noisy cluster label per user, and

@@ -1,6 +1,7 @@
 """Smoke tests of the example and benchmark scripts at tiny sizes."""
 
 import runpy
+import time
 import sys
 from pathlib import Path
 
@@ -106,3 +107,24 @@ def test_scale_benchmark(tmp_path, monkeypatch, capsys):
     assert "| MAML fit (s) |" in text and "| 2 |" in text.split("Thread scaling")[1]
     row = [line for line in text.splitlines() if line.startswith("| 7,035 |")]
     assert len(row) == 1 and float(row[0].split("|")[6]) > 0  # peak memory was measured
+
+
+@pytest.mark.parametrize("high_water_mark", [True, False])
+def test_peak_memory_sees_a_freed_allocation(monkeypatch, high_water_mark):
+    # 80 MB allocated, touched and freed inside the call: only a peak sees it.
+    _benchmarks(monkeypatch)
+    import numpy as np
+    import peak_rss
+
+    if not high_water_mark:
+        def unavailable():
+            raise OSError("no clear_refs")
+
+        monkeypatch.setattr(peak_rss, "_reset_high_water_mark", unavailable)
+
+    def allocate():
+        a = np.ones(10_000_000)
+        time.sleep(0.05)  # a moment for the sampling thread
+        del a
+
+    assert 70 < peak_rss.peak_memory(allocate) < 120
