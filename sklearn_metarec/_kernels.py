@@ -374,7 +374,7 @@ def _item_groups(t_items, offsets, ends, rows):
     """The entries ``offsets[b]:ends[b]`` of a batch's tasks grouped by item,
     for a reduction over item rows that threads can share. Returns
     (entries, starts, task_of, n): the entries of item ``rows[r]`` are
-    ``entries[starts[r]:starts[r + 1]]``, in entry order (a stable sort), so
+    ``entries[starts[r]:starts[r + 1]]``, in entry order, so
     that each row's sum is the same as a serial pass in task order would
     give; ``task_of[p]`` is entry p's task. Cost: that of the batch, not of
     the catalogue."""
@@ -385,24 +385,26 @@ def _item_groups(t_items, offsets, ends, rows):
         for p in range(offsets[b], offsets[b + 1]):
             task_of[p] = b
         n += ends[b] - offsets[b]
-    picked = np.empty(n, dtype=np.int64)
+    # Keys (item, entry) are distinct, so any sort keeps entry order per item.
     keys = np.empty(n, dtype=np.int64)
     e = 0
     for b in range(n_tasks):
         for p in range(offsets[b], ends[b]):
-            picked[e] = p
-            keys[e] = t_items[p]
+            keys[e] = t_items[p] * offsets[n_tasks] + p
             e += 1
-    order = np.argsort(keys, kind="mergesort")
+    keys.sort()
     entries = np.empty(n, dtype=np.int64)
     starts = np.empty(n + 1, dtype=np.int64)
     n_rows = 0
+    last = -1
     for e in range(n):
-        entries[e] = picked[order[e]]
-        if e == 0 or keys[order[e]] != keys[order[e - 1]]:
+        item = keys[e] // offsets[n_tasks]
+        entries[e] = keys[e] - item * offsets[n_tasks]
+        if item != last:
             starts[n_rows] = e
-            rows[n_rows] = keys[order[e]]
+            rows[n_rows] = item
             n_rows += 1
+            last = item
     starts[n_rows] = n
     return entries, starts, task_of, n_rows
 
