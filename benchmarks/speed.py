@@ -268,7 +268,7 @@ def main(argv=None):
             "",
             f"## Peak memory of one exact meta-gradient over {args.memory_tasks} tasks against T (k = {k})",
             "",
-            "Resident memory added during the call, sampled every 0.2 ms. Ours keeps the T+1 iterates "
+            "Peak resident memory added during the call (the kernel's high-water mark, reset first). Ours keeps the T+1 iterates "
             "of φ per task (O(T·k) each); autograd keeps the graph of every inner step.",
             "",
             "| T | ours (MiB) | PyTorch batched (MiB) |",
