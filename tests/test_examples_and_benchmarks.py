@@ -128,3 +128,21 @@ def test_peak_memory_sees_a_freed_allocation(monkeypatch, high_water_mark):
         del a
 
     assert 70 < peak_rss.peak_memory(allocate) < 120
+
+
+def test_user_offset_mse_measures_the_per_user_level_error(monkeypatch):
+    _benchmarks(monkeypatch)
+    import numpy as np
+    from cold_start import user_offset_mse
+
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(2000), rng.integers(2, 60, 2000))
+    noise = rng.normal(0.0, 1.0, len(users))
+    offsets = rng.normal(0.0, 0.3, 2000)
+    y = np.zeros(len(users))
+    # Without offsets the sampling noise of the mean residuals is taken out.
+    assert abs(user_offset_mse(y + noise, y, users)) < 0.005
+    with_offsets = user_offset_mse(y + noise + offsets[users], y, users)
+    assert with_offsets == pytest.approx(np.average(offsets[users] ** 2), abs=0.01)
+    # By hand: user 0 residuals (1, 3), user 1 residual (2).
+    assert user_offset_mse([1.0, 3.0, 2.0], [0.0, 0.0, 0.0], [0, 0, 1]) == pytest.approx((2 * 4 - 2 + 4) / 3)
