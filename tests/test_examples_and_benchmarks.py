@@ -146,3 +146,31 @@ def test_user_offset_mse_measures_the_per_user_level_error(monkeypatch):
     assert with_offsets == pytest.approx(np.average(offsets[users] ** 2), abs=0.01)
     # By hand: user 0 residuals (1, 3), user 1 residual (2).
     assert user_offset_mse([1.0, 3.0, 2.0], [0.0, 0.0, 0.0], [0, 0, 1]) == pytest.approx((2 * 4 - 2 + 4) / 3)
+
+
+def test_speed_benchmark_and_its_pytorch_peer(tmp_path, monkeypatch, capsys):
+    # The peer is the `benchmark` extra; without it this script cannot run at all.
+    pytest.importorskip("torch", reason="the benchmark extra (PyTorch) is not installed")
+    _benchmarks(monkeypatch)
+    import numpy as np
+    import speed
+    from sklearn_metarec.datasets import make_ratings
+
+    out = tmp_path / "speed.md"
+    speed.main(["--n-users", "120", "--n-items", "40", "--steps", "2", "--factors", "4", "--torch-tasks", "8",
+                "--repeat", "1", "--memory-steps", "--data", "none", "--out", str(out)])
+    row = [line for line in out.read_text().splitlines() if line.startswith("| 2 | 4 |")]
+    assert len(row) == 1 and float(row[0].split("|")[-2]) < 1e-8
+
+    # The agreement check is a real check: a wrong analytic gradient is caught.
+    X, y = make_ratings(n_users=60, n_items=30, random_state=1)
+    problem = speed.Problem(X, y, 3, 2)
+    exact = problem.ours
+
+    def off_by_a_little(users, first_order, seed=7):
+        loss, grad = exact(users, first_order, seed)
+        return loss, grad * (1 + 1e-6 * np.arange(len(grad)) / len(grad))
+
+    monkeypatch.setattr(problem, "ours", off_by_a_little)
+    with pytest.raises(AssertionError, match="differs from ours"):
+        speed.check_agreement(problem)
