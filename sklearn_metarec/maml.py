@@ -361,33 +361,51 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
     def _finite(self):
         return bool(np.isfinite(self._theta).all())
 
+    def _hyper_split(self, order):
+        """(users whose tasks update the model, users whose tasks only update
+        α and λ); None for the second when both come from the same tasks."""
+        return order, None
+
     def _meta_epoch(self, indptr, items, ratings, weights, order, lo, hi, seed):
         """One pass over the tasks of ``order`` in meta-batches, each a single
         kernel call followed by an Adam step. Stops at a non-finite loss,
         before the update, and returns the losses of the batches run."""
         n_items = len(self._item_vocab)
-        alpha = self._alpha()
         d = self.n_factors + 1
         grad = np.zeros_like(self._theta)
-        grad_hyper = np.empty(len(alpha) + 1)
+        grad_hyper = np.empty(d + 1)
         rows = np.empty(n_items, dtype=np.int64)
-        losses = []
-        for batch, offsets in self._batches(indptr, order):
-            loss, n_rows = K.meta_batch_grad(
+
+        def batch_grad(batch, offsets, hyper):
+            return K.meta_batch_grad(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets,
-                self._theta, n_items, alpha, self._inner_reg(), float(self.shrinkage), float(self.reg),
-                self.n_inner_steps, bool(self.first_order), self._learns_hyper, self._logistic,
+                self._theta, n_items, self._alpha(), self._inner_reg(), float(self.shrinkage), float(self.reg),
+                self.n_inner_steps, bool(self.first_order), hyper, self._logistic,
                 self._n_neg(), self.task_weighting == "ratings", grad, grad_hyper, rows,
             )
-            losses.append(loss)
+
+        order, hyper_order = self._hyper_split(order)
+        together = hyper_order is None and self._learns_hyper
+        steps = [(i + 1, False, b) for i, b in enumerate(self._batches(indptr, order))]
+        if hyper_order is not None:
+            # Held-out batches spread evenly through the epoch, so that α and
+            # λ follow the model as it trains.
+            held = list(self._batches(indptr, hyper_order))
+            steps += [((j + 1) * len(steps) / len(held), True, b) for j, b in enumerate(held)]
+            steps.sort(key=lambda step: step[:2])
+        losses = []
+        for _, held_out, (batch, offsets) in steps:
+            loss, n_rows = batch_grad(batch, offsets, together or held_out)
+            if not held_out:
+                losses.append(loss)
             if not loss < self._loss_limit:  # also catches NaN
-                break
-            self._adam_step += 1
-            K.adam_rows(self._theta, grad, self._adam_m, self._adam_v, self._adam_step, float(self.meta_lr),
-                        n_items, d, rows, n_rows)
-            if self._learns_hyper:
+                return np.array(losses + [loss] * held_out)
+            if not held_out:
+                self._adam_step += 1
+                K.adam_rows(self._theta, grad, self._adam_m, self._adam_v, self._adam_step,
+                            float(self.meta_lr), n_items, d, rows, n_rows)
+            if together or held_out:
                 self._hyper_step(grad_hyper)
-                alpha = self._alpha()
         return np.array(losses)
 
     def _solve_users(self, indptr, items, ratings, weights, users, keys):

@@ -28,9 +28,9 @@ def test_learns_step_sizes_that_beat_maml_at_five_shots():
     meta_sgd = MetaSGDFactorizationRecommender(**budget).fit(X_old, y_old).fold_in(X_sup, y_sup)
     alpha = meta_sgd.inner_lr_
     assert np.mean(np.abs(alpha / 0.15 - 1) > 0.1) > 0.8  # nearly every step size moved
-    # Bolder factor steps. (The bias step stays near its start: the support
+    # Bolder factor steps. (The bias step does not grow: the support
     # pseudo-count already shrinks few-shot users' biases.)
-    assert np.median(alpha[1:]) > 0.3 and abs(alpha[0] / 0.15 - 1) < 0.25
+    assert np.median(alpha[1:]) > 0.3 and alpha[0] < 0.15
     assert rmse(y_q, meta_sgd.predict(X_q)) < 0.98 * rmse(y_q, maml.predict(X_q))
 
 
@@ -74,6 +74,55 @@ def test_golden_values():
     X, y = make_ratings(n_users=30, n_items=20, mean_ratings=10, min_ratings=3, random_state=1)
     model = MetaSGDFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0).fit(X, y)
     np.testing.assert_allclose(
+        model.predict(X[:4]), [3.7108606943459903, 3.7763210667448224, 3.671459464313002, 3.681645541363031],
+        rtol=1e-7,
+    )
+    # Without a hold-out, α and λ learn from the model's own batches, as before hyper_holdout existed.
+    model = MetaSGDFactorizationRecommender(n_factors=3, n_epochs=2, hyper_holdout=0.0, random_state=0).fit(X, y)
+    np.testing.assert_allclose(
         model.predict(X[:4]), [3.757063273475095, 3.7432543750745255, 3.738649355900246, 3.764062109829439],
         rtol=1e-7,
     )
+
+
+def test_held_out_users_train_only_the_step_sizes():
+    X, y = make_ratings(n_users=400, n_items=60, random_state=2)
+    model = MetaSGDFactorizationRecommender(n_factors=3, n_epochs=0, random_state=0).fit(X, y)
+    users = np.arange(len(model.user_ids_))
+    train, held = model._hyper_split(users)
+    assert 0.06 < len(held) / len(users) < 0.14 and len(train) + len(held) == len(users)
+    # Membership belongs to the user, whatever order or company it comes in.
+    shuffled = np.random.default_rng(0).permutation(users)
+    np.testing.assert_array_equal(np.sort(model._hyper_split(shuffled)[1]), held)
+    np.testing.assert_array_equal(model._hyper_split(held)[1], held)
+
+    # Items that only held-out users rated keep their initial parameters;
+    # the others are trained, and so are α and λ.
+    held_ids = model.user_ids_[held]
+    new_items = 1000 + np.arange(held.size)
+    X2 = np.vstack([X, np.c_[held_ids, new_items]])
+    y2 = np.r_[y, np.full(held.size, 5.0)]
+    start = MetaSGDFactorizationRecommender(n_factors=3, n_epochs=0, random_state=0).fit(X2, y2)
+    trained = MetaSGDFactorizationRecommender(n_factors=3, n_epochs=3, random_state=0).fit(X2, y2)
+    only_held = np.isin(trained.item_ids_, new_items)
+    np.testing.assert_array_equal(trained.item_factors_[only_held], start.item_factors_[only_held])
+    np.testing.assert_array_equal(trained.item_biases_[only_held], start.item_biases_[only_held])
+    assert not np.allclose(trained.item_factors_[~only_held], start.item_factors_[~only_held])
+    assert not np.allclose(trained.inner_lr_, start.inner_lr_)
+
+
+def test_step_sizes_learned_in_sample_transfer_worse_than_held_out_ones():
+    # Noisy ratings, few per item and many factors: the item parameters
+    # memorize the training users' query ratings, which step sizes learned on
+    # those same users exploit.
+    X, y = make_ratings(n_users=800, n_items=800, n_factors=20, mean_ratings=30, min_ratings=12, noise=1.2,
+                        random_state=3)
+    X_old, X_new, y_old, y_new = cold_start_split(X, y, n_support=0, test_size=0.25, random_state=0)
+    X_sup, X_q, y_sup, y_q = cold_start_split(X_new, y_new, n_support=5, test_size=1.0, random_state=0)
+    scores = {}
+    for holdout in (0.0, 0.1):
+        model = MetaSGDFactorizationRecommender(n_epochs=30, hyper_holdout=holdout, random_state=0)
+        model.fit(X_old, y_old).fold_in(X_sup, y_sup)
+        scores[holdout] = rmse(y_q, model.predict(X_q)), model.loss_curve_[-1]
+    # In sample the training loss is lower, and the new users' error higher.
+    assert scores[0.0][1] < 0.9 * scores[0.1][1] and scores[0.1][0] < 0.97 * scores[0.0][0]
