@@ -368,8 +368,10 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
 
     def _meta_epoch(self, indptr, items, ratings, weights, order, lo, hi, seed):
         """One pass over the tasks of ``order`` in meta-batches, each a single
-        kernel call followed by an Adam step. Stops at a non-finite loss,
-        before the update, and returns the losses of the batches run."""
+        kernel call followed by an Adam step (of the model, or of α and λ
+        for held-out users' batches). Stops at a non-finite loss, before the
+        update, and returns the losses of the model's batches run (of the
+        held-out ones if there were none), the failing one included."""
         n_items = len(self._item_vocab)
         d = self.n_factors + 1
         grad = np.zeros_like(self._theta)
@@ -393,20 +395,19 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             held = list(self._batches(indptr, hyper_order))
             steps += [((j + 1) * len(steps) / len(held), True, b) for j, b in enumerate(held)]
             steps.sort(key=lambda step: step[:2])
-        losses = []
+        losses, held_losses = [], []
         for _, held_out, (batch, offsets) in steps:
             loss, n_rows = batch_grad(batch, offsets, together or held_out)
-            if not held_out:
-                losses.append(loss)
+            (held_losses if held_out else losses).append(loss)
             if not loss < self._loss_limit:  # also catches NaN
-                return np.array(losses + [loss] * held_out)
+                return np.array(losses + held_losses)
             if not held_out:
                 self._adam_step += 1
                 K.adam_rows(self._theta, grad, self._adam_m, self._adam_v, self._adam_step,
                             float(self.meta_lr), n_items, d, rows, n_rows)
             if together or held_out:
                 self._hyper_step(grad_hyper)
-        return np.array(losses)
+        return np.array(losses or held_losses)
 
     def _solve_users(self, indptr, items, ratings, weights, users, keys):
         out = np.empty((len(users), self.n_factors + 1))

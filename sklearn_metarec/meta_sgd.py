@@ -49,8 +49,10 @@ class MetaSGDFactorizationRecommender(MAMLFactorizationRecommender):
         they were trained on; step sizes learned on those users grow to
         exploit that, and transfer badly to new users (MovieLens-100k
         validation users with 5 support ratings: RMSE 0.991 at
-        ``hyper_holdout=0``, 0.965 at 0.1, as MAML's 0.965). A user is held out or not for good, by a
-        hash of its index, users added by ``partial_fit`` included.
+        ``hyper_holdout=0``, 0.965 at 0.1, as MAML's 0.965). A user is held
+        out or not for good, by a hash of its index, users added by
+        ``partial_fit`` included: a held-out user's ratings never train the
+        item parameters or the prior.
     shrinkage, reg, meta_batch_size, n_epochs, n_support, first_order, \
 task_weighting, loss, n_negatives, init_std, n_jobs, random_state, verbose
         As in :class:`MAMLFactorizationRecommender`. With ``first_order``

@@ -110,6 +110,12 @@ def test_held_out_users_train_only_the_step_sizes():
     assert not np.allclose(trained.item_factors_[~only_held], start.item_factors_[~only_held])
     assert not np.allclose(trained.inner_lr_, start.inner_lr_)
 
+    # Online, a held-out user's new ratings move α but not the model.
+    theta, alpha = trained._theta.copy(), trained.inner_lr_
+    trained.partial_fit(np.c_[np.full(3, held_ids[0]), new_items[:3]], [4.0, 2.0, 5.0])
+    np.testing.assert_array_equal(trained._theta, theta)
+    assert not np.array_equal(trained.inner_lr_, alpha) and np.isfinite(trained.loss_curve_[-1])
+
 
 def test_step_sizes_learned_in_sample_transfer_worse_than_held_out_ones():
     # Noisy ratings, few per item and many factors: the item parameters
