@@ -370,6 +370,19 @@ def _task_buffers(total):
 
 
 @_jit()
+def _sum_row(i, entries, task_of, scales, per_entry, out_b, out_Q):
+    """Item i's row of a batch's gradient: the scaled sum, in entry order,
+    of the per-entry (b_i, q_i) parts of its ``entries``."""
+    out_b[i] = 0.0
+    out_Q[i, :] = 0.0
+    for p in entries:
+        scale = scales[task_of[p]]
+        out_b[i] += per_entry[p, 0] * scale
+        for f in range(out_Q.shape[1]):
+            out_Q[i, f] += per_entry[p, 1 + f] * scale
+
+
+@_jit()
 def _item_groups(t_items, offsets, ends, rows):
     """The entries ``offsets[b]:ends[b]`` of a batch's tasks grouped by item,
     for a reduction over item rows that threads can share. Returns
@@ -444,7 +457,6 @@ def meta_batch_grad(
     Returns (loss, n).
     """
     d = alpha.shape[0]
-    k = d - 1
     mu = theta[0]
     phi0, bi, Q = unpack(theta, n_items, d)
     n_tasks = users.shape[0]
@@ -495,16 +507,7 @@ def meta_batch_grad(
     # result does not depend on the thread count.
     entries, starts, task_of, n_rows = _item_groups(t_items, offsets, offsets[1:], rows)
     for r in prange(n_rows):
-        i = rows[r]
-        g_bi[i] = 0.0
-        for f in range(k):
-            g_Q[i, f] = 0.0
-        for e in range(starts[r], starts[r + 1]):
-            p = entries[e]
-            scale = scales[task_of[p]]
-            g_bi[i] += g_item[p, 0] * scale
-            for f in range(k):
-                g_Q[i, f] += g_item[p, 1 + f] * scale
+        _sum_row(rows[r], entries[starts[r] : starts[r + 1]], task_of, scales, g_item, g_bi, g_Q)
     return loss, n_rows
 
 
@@ -609,17 +612,11 @@ def reptile_batch(
     ends = np.empty(n_tasks, dtype=np.int64)
     for b in range(n_tasks):
         ends[b] = offsets[b] + n_sups[b]
-    entries, starts, _, n_rows = _item_groups(t_items, offsets, ends, rows)
+    entries, starts, task_of, n_rows = _item_groups(t_items, offsets, ends, rows)
+    ones = np.ones(n_tasks)
     for r in prange(n_rows):
         i = rows[r]
-        dbi[i] = 0.0
-        for f in range(k):
-            dQ[i, f] = 0.0
-        for e in range(starts[r], starts[r + 1]):
-            p = entries[e]
-            dbi[i] += d_item[p, 0]
-            for f in range(k):
-                dQ[i, f] += d_item[p, 1 + f]
+        _sum_row(i, entries[starts[r] : starts[r + 1]], task_of, ones, d_item, dbi, dQ)
         copies = starts[r + 1] - starts[r]
         if copies > 1:
             dbi[i] /= copies
