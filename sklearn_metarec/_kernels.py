@@ -374,7 +374,8 @@ def _sum_row(i, entries, task_of, scales, per_entry, out_b, out_Q):
     """Item i's row of a batch's gradient: the scaled sum, in entry order,
     of the per-entry (b_i, q_i) parts of its ``entries``."""
     out_b[i] = 0.0
-    out_Q[i, :] = 0.0
+    for f in range(out_Q.shape[1]):
+        out_Q[i, f] = 0.0
     for p in entries:
         scale = scales[task_of[p]]
         out_b[i] += per_entry[p, 0] * scale
