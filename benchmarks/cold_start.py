@@ -16,8 +16,10 @@ a per-user constant would remove (how far off the method's idea of the
 user's overall level is, which K ratings pin down only so far), and the rest
 (item effects, taste, noise). See ``user_offset_mse``.
 
-Peers: the global mean; Surprise's BaselineOnly (ALS) and SVD, with its
-defaults and tuned; the package's FactorizationRecommender (tuned SVD with an
+Peers: the global mean; a bias model with empirical-Bayes shrinkage
+(``bias_peer.py``: no tuning; a new user's level shrinks towards the
+average user's); Surprise's BaselineOnly (ALS) and SVD, with its defaults
+and tuned; the package's FactorizationRecommender (tuned SVD with an
 exact fold-in); and MAML of the same model trained by PyTorch autograd with
 the MAML paper's objective (``torch_maml.TorchMAMLRecommender``). Ours: MAML
 (second or first order, chosen by the search) and Meta-SGD (learned step
@@ -41,6 +43,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
+from bias_peer import EmpiricalBayesBaseline
 from sklearn_metarec import (ContextColumnsIgnoredWarning, FactorizationRecommender, MAMLFactorizationRecommender,
                              MetaSGDFactorizationRecommender)
 from sklearn_metarec.datasets import fetch_movielens, load_movielens
@@ -65,6 +68,7 @@ def methods(names=None, torch_epochs=20):
         return TorchMAMLRecommender(n_epochs=torch_epochs)
 
     factories = {
+        "Empirical-Bayes bias model": lambda: (EmpiricalBayesBaseline(), {}),
         "Surprise BaselineOnly": lambda: (surprise("baseline"), {"reg_u": [5, 15, 25], "reg_i": [5, 10, 25]}),
         "Surprise SVD, defaults": lambda: (surprise("svd"), {}),
         "Surprise SVD, tuned": lambda: (surprise("svd"), {"n_factors": [10, 50, 100], "reg_all": [0.02, 0.05, 0.1],

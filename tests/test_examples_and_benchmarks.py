@@ -174,3 +174,82 @@ def test_speed_benchmark_and_its_pytorch_peer(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(problem, "ours", off_by_a_little)
     with pytest.raises(AssertionError, match="differs from ours"):
         speed.check_agreement(problem)
+
+
+def test_empirical_bayes_peer_shrinks_new_users_towards_the_average_user(monkeypatch):
+    # Heavy users rate 3, light users 4: the rating mean μ (about 3.17) is
+    # the heavy users' level, the average user's is 3.5.
+    _benchmarks(monkeypatch)
+    import numpy as np
+    from bias_peer import EmpiricalBayesBaseline
+
+    rng = np.random.default_rng(0)
+    rows, y = [], []
+    for user in range(200):
+        heavy = user < 100
+        items = rng.choice(150, 100 if heavy else 20, replace=False)
+        rows += [(user, item) for item in items]
+        y += list((3.0 if heavy else 4.0) + rng.normal(0.0, 0.5, len(items)))
+    rows += [(500, 0), (500, 1)]  # a new user with two 5s
+    y += [5.0, 5.0]
+    X, y = np.array(rows), np.array(y)
+    model = EmpiricalBayesBaseline().fit(X, y)
+    unknown_user, new_user, unknown_item = model.predict(np.array([[999, 3], [500, 3], [0, 999]]))
+    assert abs(y.mean() - 3.17) < 0.05
+    assert abs(unknown_user - 3.5) < 0.1
+    assert 3.6 < new_user < 4.9  # pulled up by its ratings, held back by the prior
+    assert abs(unknown_item - model.predict(np.array([[0, 3]]))[0]) < 0.2
+    # A heavy user's own level is learned, not shrunk away.
+    assert abs(model.predict(np.array([[1, 3]]))[0] - 3.0) < 0.1
+
+
+def test_taste_design_is_the_kronecker_product_of_each_rating(monkeypatch):
+    _benchmarks(monkeypatch)
+    import numpy as np
+    from bias_peer import taste_design
+
+    rng = np.random.default_rng(1)
+    # Two one-hot attributes per user, any genres per item.
+    demographics = np.hstack([np.eye(3)[rng.integers(0, 3, 6)], np.eye(2)[rng.integers(0, 2, 6)]])
+    genres = (rng.random((5, 4)) < 0.4).astype(float)
+    u, i = rng.integers(0, 6, 20), rng.integers(0, 5, 20)
+    design = taste_design(u, i, demographics, genres).toarray()
+    assert np.array_equal(design, np.array([np.kron(demographics[a], genres[b]) for a, b in zip(u, i)]))
+
+
+def test_side_information_benchmark_finds_a_planted_signal(tmp_path, monkeypatch, capsys):
+    # Women rate one point higher than men: the user-level prior from
+    # demographics must find it; the other features carry nothing.
+    _benchmarks(monkeypatch)
+    import numpy as np
+    import side_information
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 200, 60
+    gender = rng.choice(["F", "M"], n_users)
+    item_bias = rng.normal(0.0, 0.5, n_items)
+    lines = []
+    for user in range(n_users):
+        for item in rng.choice(n_items, 30, replace=False):
+            level = 3.5 if gender[user] == "F" else 2.5
+            rating = int(np.clip(np.rint(level + item_bias[item] + rng.normal(0.0, 0.7)), 1, 5))
+            lines.append(f"{user + 1}\t{item + 1}\t{rating}\t{880000000 + len(lines)}\n")
+    (tmp_path / "u.data").write_text("".join(lines))
+    occupations = ["writer", "engineer", "student"]
+    (tmp_path / "u.user").write_text("".join(
+        f"{u + 1}|{rng.integers(18, 70)}|{gender[u]}|{occupations[u % 3]}|0000{u % 10}\n" for u in range(n_users)))
+    flags = (rng.random((n_items, 19)) < 0.2).astype(int)
+    (tmp_path / "u.item").write_text("".join(
+        f"{i + 1}|Film {i}|01-Jan-{1950 + i % 45}||http://x|" + "|".join(map(str, flags[i])) + "\n"
+        for i in range(n_items)))
+    out = tmp_path / "side.md"
+    side_information.main(["--data", str(tmp_path), "--shots", "5", "--seeds", "0", "--out", str(out)])
+    row = [line for line in out.read_text().splitlines() if line.startswith("| 5 |")]
+    assert len(row) == 1
+    cells = [c.strip() for c in row[0].split("|")[1:-1]]
+    user_gain = float(cells[2].split()[0])
+    explained_user = float(cells[6].split()[0])
+    assert user_gain > 0.02 and explained_user > 0.1
+    (tmp_path / "u.user").unlink()
+    with pytest.raises(ValueError, match="no user or item features"):
+        side_information.main(["--data", str(tmp_path), "--shots", "5", "--seeds", "0", "--out", str(out)])
