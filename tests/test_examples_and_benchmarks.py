@@ -87,10 +87,11 @@ def test_cold_start_benchmark_runs_on_files_in_the_official_format(tmp_path, mon
     (tmp_path / "u.data").write_text("".join(lines))
     out = tmp_path / "cold_start.md"
     cold_start.main(["--data", str(tmp_path), "--shots", "5", "--seeds", "0", "--out", str(out),
-                     "--methods", "FactorizationRecommender, tuned", *cold_start.OURS])
+                     "--methods", "Empirical-Bayes bias model", "FactorizationRecommender, tuned", *cold_start.OURS])
     text = out.read_text()
     for support in ("random", "earliest"):
-        for name in ("global mean", "FactorizationRecommender, tuned", "MAML (ours)", "Meta-SGD (ours)"):
+        for name in ("global mean", "Empirical-Bayes bias model", "FactorizationRecommender, tuned", "MAML (ours)",
+                     "Meta-SGD (ours)"):
             assert f"| {support} | 5 | {name} |" in text or f"| {support} | 5 | **{name}** |" in text
     with pytest.raises(ValueError, match="unknown methods"):
         cold_start.methods(["SVD++"])
