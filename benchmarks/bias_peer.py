@@ -88,6 +88,8 @@ class BiasModel:
         r = y - self.mu
         self.user_prior, self.item_prior = np.zeros(n_users), np.zeros(n_items)
         tau_i, _ = _spread(i, r, n_items)
+        # The users' spread is measured after a rough item correction (noise
+        # taken as 1 until σ² is known).
         tau_u, sigma2 = _spread(u, r - _shrunk_means(i, r, n_items, 1.0 / tau_i, 0.0)[i], n_users)
         b_u, b_i = self._alternate(u, i, r, sigma2 / tau_u, sigma2 / tau_i)
         self.user_prior, explained_u = _prior(self.user_x, *_means(u, r - b_i[i], n_users))

@@ -118,16 +118,20 @@ def user_offset_mse(y, pred, users):
     return float(np.sum(n * mean**2 - within * (n > 1)) / len(r))
 
 
+def test_user_rows(users, seed):
+    """Mask of the ratings of the test users (a fifth of the users) of ``seed``."""
+    ids = np.unique(users)
+    return np.isin(users, np.random.RandomState(seed).choice(ids, len(ids) // 5, replace=False))
+
+
 def run(X, y, shots=(5, 10, 20), supports=("random", "earliest"), seeds=(0, 1, 2), chosen=None, out=print,
         torch_epochs=20):
     """{(support, K, method): {metric: [value per seed]}}. ``X`` holds (user,
     item, timestamp) columns; ``chosen`` names the methods (all by default)."""
     chosen = methods(chosen, torch_epochs)
     results = {}
-    users = np.unique(X[:, 0])
     for seed in seeds:
-        test_users = np.random.RandomState(seed).choice(users, len(users) // 5, replace=False)
-        is_test = np.isin(X[:, 0], test_users)
+        is_test = test_user_rows(X[:, 0], seed)
         for support in supports:
             for k in shots:
                 X_sup, X_q, y_sup, y_q = cold_start_split(

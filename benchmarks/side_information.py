@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from bias_peer import BiasModel
+from cold_start import test_user_rows
 from sklearn_metarec.datasets import fetch_movielens, load_movielens
 from sklearn_metarec.model_selection import cold_start_split
 
@@ -75,16 +76,13 @@ def run(data, shots=(5, 10, 20), seeds=(0, 1, 2), out=print):
               "taste": {"taste": (demographics, genres)}}
     models["all three"] = {k: v for m in list(models.values()) for k, v in m.items()}
     u_all, i_all = _rows(data.X[:, 0], user_row), _rows(data.X[:, 1], item_row)
-    X = np.column_stack([data.X, data.timestamp])
     rows = np.arange(len(data.y))
     mse, explained, well_rated = {}, {}, []
     for seed in seeds:
         # The test users and support sets of cold_start.py.
-        users = np.unique(data.X[:, 0])
-        test_users = np.random.RandomState(seed).choice(users, len(users) // 5, replace=False)
-        is_test = np.isin(data.X[:, 0], test_users)
+        is_test = test_user_rows(data.X[:, 0], seed)
         for k in shots:
-            _, _, sup, query = cold_start_split(X[is_test], rows[is_test], n_support=k, test_size=1.0,
+            _, _, sup, query = cold_start_split(data.X[is_test], rows[is_test], n_support=k, test_size=1.0,
                                                 random_state=seed)
             fit = np.concatenate([rows[~is_test], sup])
             counts = np.bincount(i_all[fit], minlength=len(item_row))
