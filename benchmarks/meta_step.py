@@ -49,8 +49,9 @@ def grad_only(model, users, repeat):
     grad = np.zeros_like(model._theta)
     args = (
         indptr, items, ratings, weights, users, lo, hi, 7, offsets, model._theta,
-        len(model.item_ids_), model._alpha(), 0.0, model.shrinkage, model.reg, model.n_inner_steps,
-        model.first_order, False, False, 0, model.task_weighting == "ratings", grad,
+        len(model.item_ids_), model._alpha(), model._inner_settings(),
+        K.outer_settings(reg=model.reg, first_order=model.first_order, hyper=False,
+                         per_rating=model.task_weighting == "ratings"), grad,
         np.empty(model.n_factors + 2), np.empty(len(model.item_ids_), dtype=np.int64),
     )
     best = np.inf

@@ -4,7 +4,7 @@ For each inner-step count T and factor count k, on the same synthetic data,
 meta-batches (32 tasks) and float64 parameters, this times the meta-gradient
 of a meta-batch, the optimizer step left out on both sides:
 
-* ours, exact second order and first order (``_kernels.meta_batch_grad``,
+* ours, exact second order and first order (``_kernels.batches.meta_batch_grad``,
   task sampling included);
 * the per-task PyTorch loop (``create_graph=True``), as learn2learn- and
   MeLU-style code runs it;
@@ -72,8 +72,11 @@ class Problem:
     def ours(self, users, first_order, seed=7):
         grad = np.zeros_like(self.theta)
         loss, _ = K.meta_batch_grad(*self.csr, users, self.lo, self.hi, seed, self.offsets(users), self.theta,
-                                 self.n_items, self.alpha, self.lam, self.kappa, self.reg, self.n_steps,
-                                 first_order, False, False, 0, self.per_rating, grad,
+                                 self.n_items, self.alpha,
+                                 K.inner_settings(lam=self.lam, kappa=self.kappa, n_steps=self.n_steps,
+                                                  logistic=False, n_neg=0),
+                                 K.outer_settings(reg=self.reg, first_order=first_order, hyper=False,
+                                                  per_rating=self.per_rating), grad,
                                  np.empty(len(self.alpha) + 1), np.empty(self.n_items, dtype=np.int64))
         return loss, grad
 

@@ -322,6 +322,10 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
     def _inner_reg(self):
         return float(self.inner_reg)
 
+    def _inner_settings(self):
+        return K.inner_settings(lam=self._inner_reg(), kappa=self.shrinkage, n_steps=self.n_inner_steps,
+                                logistic=self._logistic, n_neg=self._n_neg())
+
     def _train(self, users, n_epochs):
         if not hasattr(self, "loss_curve_"):
             self.loss_curve_ = []
@@ -379,11 +383,11 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         rows = np.empty(n_items, dtype=np.int64)
 
         def batch_grad(batch, offsets, hyper):
+            outer = K.outer_settings(reg=self.reg, first_order=self.first_order, hyper=hyper,
+                                     per_rating=self.task_weighting == "ratings")
             return K.meta_batch_grad(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets,
-                self._theta, n_items, self._alpha(), self._inner_reg(), float(self.shrinkage), float(self.reg),
-                self.n_inner_steps, bool(self.first_order), hyper, self._logistic,
-                self._n_neg(), self.task_weighting == "ratings", grad, grad_hyper, rows,
+                self._theta, n_items, self._alpha(), self._inner_settings(), outer, grad, grad_hyper, rows,
             )
 
         order, hyper_order = self._hyper_split(order)
@@ -413,8 +417,6 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         out = np.empty((len(users), self.n_factors + 1))
         K.adapt_users(
             indptr, items, ratings, weights, users, keys, getattr(self, "_serve_seed", 0),
-            self._theta, len(self._item_vocab), self._alpha(), self._inner_reg(), float(self.shrinkage),
-            self.n_inner_steps,
-            self._logistic, self._n_neg(), out,
+            self._theta, len(self._item_vocab), self._alpha(), self._inner_settings(), out,
         )
         return out

@@ -143,7 +143,8 @@ n_iter_, n_features_in_, feature_names_in_
         Reptile direction of each batch, then the interpolation step."""
         n_items = len(self._item_vocab)
         alpha = self._alpha()
-        item_lr = self._inner_lr() if self.item_lr is None else float(self.item_lr)
+        item_lr = self._inner_lr() if self.item_lr is None else self.item_lr
+        step = K.reptile_settings(item_lr=item_lr, adapt_items=self.adapt_items)
         d = self.n_factors + 1
         delta = np.empty_like(self._theta)
         rows = np.empty(n_items, dtype=np.int64)
@@ -151,8 +152,7 @@ n_iter_, n_features_in_, feature_names_in_
         for batch, offsets in self._batches(indptr, order):
             loss, n_rows = K.reptile_batch(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
-                alpha, float(self.inner_reg), float(self.shrinkage), item_lr, self.n_inner_steps, bool(self.adapt_items),
-                self._logistic, self._n_neg(), delta, rows,
+                alpha, self._inner_settings(), step, delta, rows,
             )
             losses.append(loss)
             if not loss < self._loss_limit:  # also catches NaN

@@ -52,8 +52,10 @@ def kernel_grad(p, users, seed, lam, reg, n_steps, first_order, hyper=False, los
     grad_hyper = np.empty(p["d"] + 1)
     value, _ = K.meta_batch_grad(
         p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"], p["sup_hi"],
-        seed, offsets, p["theta"], p["n_items"], p["alpha"], lam, kappa, reg, n_steps, first_order,
-        hyper, loss == "logistic", n_neg, per_rating, grad, grad_hyper, np.empty(p["n_items"], dtype=np.int64),
+        seed, offsets, p["theta"], p["n_items"], p["alpha"],
+        K.inner_settings(lam=lam, kappa=kappa, n_steps=n_steps, logistic=loss == "logistic", n_neg=n_neg),
+        K.outer_settings(reg=reg, first_order=first_order, hyper=hyper, per_rating=per_rating),
+        grad, grad_hyper, np.empty(p["n_items"], dtype=np.int64),
     )
     tasks = tasks_of(p, users, seed, n_neg)
     if hyper:

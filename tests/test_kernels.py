@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from sklearn_metarec import _kernels as K
+from sklearn_metarec._kernels import _jit, sampling
 
 from . import _reference as R
 from .test_gradients import random_problem, tasks_of
@@ -76,7 +77,7 @@ def test_negatives_are_uniform_over_unrated_items():
 def test_kth_unseen_item():
     seen = np.array([0, 1, 3, 7])
     unseen = [2, 4, 5, 6, 8, 9]
-    assert [K._kth_unseen(seen, r) for r in range(6)] == unseen
+    assert [sampling._kth_unseen(seen, r) for r in range(6)] == unseen
 
 
 def test_support_sizes_are_uniform_over_the_range():
@@ -97,7 +98,9 @@ def test_adapt_users_matches_reference(problem, loss, n_neg):
     def adapt(order, keys):
         out = np.empty((len(order), p["d"]))
         K.adapt_users(p["indptr"], p["items"], p["ratings"], p["weights"], order, keys, 5, p["theta"],
-                      p["n_items"], p["alpha"], 0.05, 1.5, 4, loss == "logistic", n_neg, out)
+                      p["n_items"], p["alpha"],
+                      K.inner_settings(lam=0.05, kappa=1.5, n_steps=4, logistic=loss == "logistic", n_neg=n_neg),
+                      out)
         return out
 
     out = adapt(users, users)
@@ -201,8 +204,10 @@ def test_meta_gradient_writes_only_the_batch_rows(problem):
     def grad_from(start):
         grad = start.copy()
         loss, n = K.meta_batch_grad(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"],
-                                    p["sup_hi"], 3, offsets, p["theta"], p["n_items"], p["alpha"], 0.05, 2.0,
-                                    0.1, 2, False, False, False, 0, True, grad, np.empty(p["d"] + 1), rows)
+                                    p["sup_hi"], 3, offsets, p["theta"], p["n_items"], p["alpha"],
+                                    K.inner_settings(lam=0.05, kappa=2.0, n_steps=2, logistic=False, n_neg=0),
+                                    K.outer_settings(reg=0.1, first_order=False, hyper=False, per_rating=True),
+                                    grad, np.empty(p["d"] + 1), rows)
         return grad, n
 
     dense, n = grad_from(np.zeros_like(p["theta"]))
@@ -233,7 +238,7 @@ def test_jit_falls_back_without_a_cache_directory(monkeypatch):
         import numba
 
         numba.njit(cache=True)(twice)
-    assert K._jit()(twice)(21) == 42
+    assert _jit.jit()(twice)(21) == 42
 
 
 def test_logistic_users_minimize_the_regularized_cross_entropy(problem):
@@ -272,13 +277,13 @@ def test_logistic_sgd_epoch_steps_along_label_minus_probability():
     K.sgd_epoch(users, items, np.ones(1), np.ones(1), np.array([0]), theta, 4, table, 0.5, 0.01,
                 True, 3, seen_indptr, seen_items, 9)
     # Replay with the same negatives, drawn as the kernel draws them.
-    state = K._task_state(9, 0)
+    state = sampling._task_state(9, 0)
     negatives = []
     for _ in range(3):
         # The state is a uint64 inside the kernels; a Python int would be
         # typed int64 below 2**63 and mix into float arithmetic.
-        state, r = K._randbelow(np.uint64(state), 3)
-        negatives.append(K._kth_unseen(seen_items, r))
+        state, r = sampling._randbelow(np.uint64(state), 3)
+        negatives.append(sampling._kth_unseen(seen_items, r))
     assert 1 not in negatives
     mu, _, bi, Q = R.split_theta(ref_theta, 4, 3)
     for i, y in [(1, 1.0), *[(n, 0.0) for n in negatives]]:
@@ -291,3 +296,42 @@ def test_logistic_sgd_epoch_steps_along_label_minus_probability():
         Q[i] = q_old + 0.5 * (err * p_old - 0.01 * q_old)
     np.testing.assert_allclose(table, ref_table, rtol=1e-12)
     np.testing.assert_allclose(theta, ref_theta, rtol=1e-12)
+
+
+def test_kernel_cache_is_keyed_on_every_kernel_module(tmp_path, monkeypatch):
+    # Numba checks only a cached function's own file; a helper edited in
+    # another module must move the whole cache to a fresh folder.
+    import shutil
+    from pathlib import Path
+
+    from numba.core import config
+
+    copy = tmp_path / "kernels"
+    shutil.copytree(Path(_jit.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(_jit, "__file__", str(copy / "_jit.py"))
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path / "cache"))
+    before = _jit._cache_dir()
+    assert Path(before).parent == tmp_path / "cache" and Path(before).is_dir()
+    assert _jit._cache_dir() == before
+    maths = copy / "maths.py"
+    maths.write_text(maths.read_text() + "\n# an edit\n")
+    assert _jit._cache_dir() != before
+
+
+def test_kernels_cache_in_the_hashed_folder():
+    if _jit._CACHE_DIR is None:
+        pytest.skip("no writable cache folder here")
+    cache = K.meta_batch_grad.stats.cache_path
+    assert cache.startswith(_jit._CACHE_DIR)
+
+
+def test_settings_records_are_keyword_only_and_typed():
+    # A kernel's scalars travel in records built by keyword, so two swapped
+    # settings cannot compile silently.
+    with pytest.raises(TypeError):
+        K.inner_settings(0.1, 2.0, 3, False, 0)
+    inner = K.inner_settings(lam=0, kappa=2, n_steps=3.0, logistic=0, n_neg=np.int32(4))
+    assert inner == (0.0, 2.0, 3, False, 4)
+    assert [type(v) for v in inner] == [float, float, int, bool, int]
+    outer = K.outer_settings(reg=1, first_order=0, hyper=1, per_rating=1)
+    assert [type(v) for v in outer] == [float, bool, bool, bool]

@@ -59,8 +59,10 @@ def test_update_matches_numpy(n_steps, adapt_items, loss, n_neg):
     delta = np.full_like(p["theta"], 7.0)
     rows = np.empty(p["n_items"], dtype=np.int64)
     value, n_rows = K.reptile_batch(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"],
-                                    p["sup_hi"], 4, offsets, p["theta"], p["n_items"], p["alpha"], 0.05, 1.5,
-                                    0.2, n_steps, adapt_items, loss == "logistic", n_neg, delta, rows)
+                                    p["sup_hi"], 4, offsets, p["theta"], p["n_items"], p["alpha"],
+                                    K.inner_settings(lam=0.05, kappa=1.5, n_steps=n_steps,
+                                                     logistic=loss == "logistic", n_neg=n_neg),
+                                    K.reptile_settings(item_lr=0.2, adapt_items=adapt_items), delta, rows)
     tasks = tasks_of(p, users, 4, n_neg)
     support_items = np.unique(np.concatenate([items[:n_sup] for items, _, _, n_sup in tasks]))
     assert np.array_equal(np.sort(rows[:n_rows]), support_items)
@@ -92,7 +94,8 @@ def test_a_meta_step_interpolates_toward_the_adapted_parameters():
     offsets = np.r_[0, np.cumsum(np.diff(indptr))].astype(np.int64)
     delta = np.zeros_like(start)
     K.reptile_batch(indptr, items, ratings, weights, order, lo, hi, 11, offsets, start, len(model.item_ids_),
-                    model._alpha(), 0.0, model.shrinkage, model._inner_lr(), model.n_inner_steps, True, False, 0,
+                    model._alpha(), model._inner_settings(),
+                    K.reptile_settings(item_lr=model._inner_lr(), adapt_items=True),
                     delta, np.empty(len(model.item_ids_), dtype=np.int64))
     model.set_params(meta_lr=0.3)._meta_epoch(indptr, items, ratings, weights, order, lo, hi, 11)
     np.testing.assert_allclose(model._theta, start + 0.3 * delta, rtol=1e-12)

@@ -1,0 +1,58 @@
+"""The decorator every kernel is compiled with, and where its cache lives.
+
+Numba's on-disk cache checks only the source file of the function it
+caches, so a kernel whose helper (in another module of this package)
+changed would load stale machine code. The cache of all kernels therefore
+sits in a folder named after a hash of every kernel module's source: any
+edit to any of them moves the whole cache to a fresh folder.
+"""
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import numba
+from numba.core import config
+
+
+def _cache_dir():
+    """``<base>/sklearn_metarec-kernels-<hash>``, with base the user's
+    ``NUMBA_CACHE_DIR`` if set, else the package's ``__pycache__``; None if
+    no such folder can be written."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(here.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    base = Path(config.CACHE_DIR) if config.CACHE_DIR else here / "__pycache__"
+    folder = base / f"sklearn_metarec-kernels-{digest.hexdigest()[:16]}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        return None
+    return str(folder)
+
+
+_CACHE_DIR = _cache_dir()
+
+
+def jit(parallel=False):
+    """``numba.njit(nogil=True)`` with the on-disk cache in ``_CACHE_DIR``,
+    or without a cache if there is none: importing the package must never
+    fail."""
+
+    def decorate(func):
+        if _CACHE_DIR is None:
+            return numba.njit(cache=False, parallel=parallel, nogil=True)(func)
+        # Numba's locators read CACHE_DIR when a function is decorated.
+        previous = config.CACHE_DIR
+        config.CACHE_DIR = _CACHE_DIR
+        try:
+            return numba.njit(cache=True, parallel=parallel, nogil=True)(func)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            return numba.njit(cache=False, parallel=parallel, nogil=True)(func)
+        finally:
+            config.CACHE_DIR = previous
+
+    return decorate

@@ -1,0 +1,256 @@
+"""Meta-batches: a batch's tasks in parallel, its meta-gradient (MAML,
+Meta-SGD) or Reptile direction, and item rows reduced in a fixed order."""
+
+import numpy as np
+from numba import prange
+
+from ._jit import jit
+from .maths import _loss_terms, _support_norm, _task_meta_grad, unpack
+from .sampling import _build_task, _task_buffers
+
+
+@jit()
+def _sum_row(i, entries, task_of, scales, per_entry, out_b, out_Q):
+    """Item i's row of a batch's gradient: the scaled sum, in entry order,
+    of the per-entry (b_i, q_i) parts of its ``entries``."""
+    out_b[i] = 0.0
+    for f in range(out_Q.shape[1]):
+        out_Q[i, f] = 0.0
+    for p in entries:
+        scale = scales[task_of[p]]
+        out_b[i] += per_entry[p, 0] * scale
+        for f in range(out_Q.shape[1]):
+            out_Q[i, f] += per_entry[p, 1 + f] * scale
+
+
+@jit()
+def _item_groups(t_items, offsets, ends, rows):
+    """The entries ``offsets[b]:ends[b]`` of a batch's tasks grouped by item,
+    for a reduction over item rows that threads can share. Returns
+    (entries, starts, task_of, n): the entries of item ``rows[r]`` are
+    ``entries[starts[r]:starts[r + 1]]``, in entry order, so
+    that each row's sum is the same as a serial pass in task order would
+    give; ``task_of[p]`` is entry p's task. Cost: that of the batch, not of
+    the catalogue."""
+    n_tasks = offsets.shape[0] - 1
+    task_of = np.empty(offsets[n_tasks], dtype=np.int64)
+    n = 0
+    for b in range(n_tasks):
+        for p in range(offsets[b], offsets[b + 1]):
+            task_of[p] = b
+        n += ends[b] - offsets[b]
+    # Keys (item, entry) are distinct, so any sort keeps entry order per item.
+    keys = np.empty(n, dtype=np.int64)
+    e = 0
+    for b in range(n_tasks):
+        for p in range(offsets[b], ends[b]):
+            keys[e] = t_items[p] * offsets[n_tasks] + p
+            e += 1
+    keys.sort()
+    entries = np.empty(n, dtype=np.int64)
+    starts = np.empty(n + 1, dtype=np.int64)
+    n_rows = 0
+    last = -1
+    for e in range(n):
+        item = keys[e] // offsets[n_tasks]
+        entries[e] = keys[e] - item * offsets[n_tasks]
+        if item != last:
+            starts[n_rows] = e
+            rows[n_rows] = item
+            n_rows += 1
+            last = item
+    starts[n_rows] = n
+    return entries, starts, task_of, n_rows
+
+
+@jit(parallel=True)
+def meta_batch_grad(
+    indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets, theta, n_items,
+    alpha, inner, outer, grad, grad_hyper, rows,
+):
+    """Mean query loss of a meta-batch of users and its meta-gradient.
+
+    ``offsets`` is the running sum of the users' task lengths, (1 + n_neg)
+    times their rating counts. Each task is laid out by ``_build_task``.
+    ``inner`` and ``outer`` are the settings records of ``maths``. With
+    ``outer.hyper``, ``grad_hyper`` ← (∂/∂α, ∂/∂λ), of length d + 1.
+
+    Only the part of ``grad`` the batch touches is written: (μ, φ₀) and the
+    rows of the items in its tasks, whose codes go to ``rows[:n]``, where n
+    is returned as well. Other items' gradients are zero, and their entries
+    of ``grad`` are left as they were, so that the cost of a batch does not
+    grow with the catalogue: pass a zeroed ``grad`` for the dense gradient.
+    Returns (loss, n).
+    """
+    lam, kappa, n_steps, logistic, n_neg = inner
+    reg, first_order, hyper, per_rating = outer
+    d = alpha.shape[0]
+    mu = theta[0]
+    phi0, bi, Q = unpack(theta, n_items, d)
+    n_tasks = users.shape[0]
+    total = offsets[n_tasks]
+    t_items, t_y, t_w, perm = _task_buffers(total)
+    g_item = np.zeros((total, d))
+    g_phi = np.zeros((n_tasks, d))
+    g_mu = np.zeros(n_tasks)
+    g_hyper = np.zeros((n_tasks, d + 1))
+    losses = np.zeros(n_tasks)
+    w_query = np.zeros(n_tasks)
+    for b in prange(n_tasks):
+        u = users[b]
+        lo = offsets[b]
+        hi = offsets[b + 1]
+        n_sup = _build_task(indptr, items, ratings, weights, u, u, sup_lo[u], sup_hi[u], seed,
+                            n_items, n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], perm[lo:hi])
+        phis = np.empty((n_steps + 1, d))
+        losses[b], g_mu[b], g_hyper[b, d] = _task_meta_grad(
+            n_sup, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], mu, phi0, bi, Q, alpha, lam, kappa,
+            reg, n_steps, first_order, hyper, logistic, phis, g_item[lo:hi], g_phi[b],
+            g_hyper[b, :d],
+        )
+        w_query[b] = t_w[lo + n_sup : hi].sum()
+    # (μ, φ₀, α, λ) serially in task order: identical for any thread count.
+    grad_hyper[:] = 0.0
+    g_phi0, g_bi, g_Q = unpack(grad, n_items, d)
+    scales = np.empty(n_tasks)
+    w_total = 0.0
+    for b in range(n_tasks):
+        w_total += w_query[b]
+    for b in range(n_tasks):
+        scales[b] = w_query[b] / w_total if per_rating and w_total > 0.0 else 1.0 / n_tasks
+    # Plain loops: in a parallel kernel an array expression becomes a
+    # parallel region of its own, whose launch would cost more than the row.
+    grad[0] = 0.0
+    for a in range(d):
+        g_phi0[a] = 0.0
+    loss = 0.0
+    for b in range(n_tasks):
+        loss += losses[b] * scales[b]
+        grad[0] += g_mu[b] * scales[b]
+        for a in range(d):
+            g_phi0[a] += g_phi[b, a] * scales[b]
+        for a in range(d + 1):
+            grad_hyper[a] += g_hyper[b, a] * scales[b]
+    # Item rows one at a time per thread, each summed in entry order, so the
+    # result does not depend on the thread count.
+    entries, starts, task_of, n_rows = _item_groups(t_items, offsets, offsets[1:], rows)
+    for r in prange(n_rows):
+        _sum_row(rows[r], entries[starts[r] : starts[r + 1]], task_of, scales, g_item, g_bi, g_Q)
+    return loss, n_rows
+
+
+@jit(parallel=True)
+def reptile_batch(
+    indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets, theta, n_items,
+    alpha, inner, step, delta, rows,
+):
+    """Reptile's direction for a meta-batch: ``delta`` ← the mean over tasks
+    of (adapted − initial) parameters. Each task runs ``n_steps`` of gradient
+    descent on its support loss L_S, on φ (steps α) and, with
+    ``step.adapt_items``, on its support items' (b_i, q_i) (step
+    ``step.item_lr``), all
+    from the same iterate. μ is not adapted. φ₀'s direction is the mean over
+    tasks; an item's is the mean over its adapted copies (one per entry of
+    a support set, sampled negatives included).
+
+    As in :func:`meta_batch_grad`, only (μ, φ₀) and the rows of the items
+    in the tasks' support sets are written, their codes to ``rows[:n]``;
+    other entries of ``delta`` are left as they were. Returns (mean support
+    loss at the initial parameters, before adaptation; n).
+    """
+    lam, kappa, n_steps, logistic, n_neg = inner
+    item_lr, adapt_items = step
+    d = alpha.shape[0]
+    k = d - 1
+    mu = theta[0]
+    phi0, bi, Q = unpack(theta, n_items, d)
+    n_tasks = users.shape[0]
+    total = offsets[n_tasks]
+    t_items, t_y, t_w, perm = _task_buffers(total)
+    d_item = np.zeros((total, d))
+    d_phi = np.zeros((n_tasks, d))
+    n_sups = np.zeros(n_tasks, dtype=np.int64)
+    losses = np.zeros(n_tasks)
+    for b in prange(n_tasks):
+        u = users[b]
+        lo = offsets[b]
+        hi = offsets[b + 1]
+        s = _build_task(indptr, items, ratings, weights, u, u, sup_lo[u], sup_hi[u], seed,
+                        n_items, n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], perm[lo:hi])
+        n_sups[b] = s
+        it = t_items[lo : lo + s]
+        ys = t_y[lo : lo + s]
+        ws_ = t_w[lo : lo + s]
+        phi = phi0.copy()
+        lb = np.empty(s)
+        lq = np.empty((s, k))
+        for jj in range(s):
+            lb[jj] = bi[it[jj]]
+            lq[jj, :] = Q[it[jj]]
+        ws = _support_norm(ws_, s, kappa)
+        g = np.empty(d)
+        gb = np.zeros(s)
+        gq = np.zeros((s, k))
+        for t in range(n_steps + 1):
+            loss = 0.0
+            for a in range(d):
+                g[a] = 2.0 * lam * phi[a]
+                loss += lam * phi[a] * phi[a]
+            if ws > 0.0:
+                for jj in range(s):
+                    sc = mu + phi[0] + lb[jj]
+                    for f in range(k):
+                        sc += phi[1 + f] * lq[jj, f]
+                    ell, dl, _ = _loss_terms(sc, ys[jj], logistic)
+                    loss += ws_[jj] / ws * ell
+                    c = ws_[jj] / ws * dl
+                    g[0] += c
+                    gb[jj] = c
+                    for f in range(k):
+                        g[1 + f] += c * lq[jj, f]
+                        gq[jj, f] = c * phi[1 + f]
+            if t == 0:
+                losses[b] = loss
+            if t == n_steps:
+                break
+            for a in range(d):
+                phi[a] -= alpha[a] * g[a]
+            if adapt_items:
+                for jj in range(s):
+                    lb[jj] -= item_lr * gb[jj]
+                    for f in range(k):
+                        lq[jj, f] -= item_lr * gq[jj, f]
+        for a in range(d):
+            d_phi[b, a] = phi[a] - phi0[a]
+        for jj in range(s):
+            i = it[jj]
+            d_item[lo + jj, 0] = lb[jj] - bi[i]
+            for f in range(k):
+                d_item[lo + jj, 1 + f] = lq[jj, f] - Q[i, f]
+    # An item's direction is averaged over the adapted copies of it, not over
+    # every task: most tasks never touch a given item, and counting them
+    # would shrink item updates by the batch size.
+    dphi0, dbi, dQ = unpack(delta, n_items, d)
+    delta[0] = 0.0
+    for a in range(d):
+        dphi0[a] = 0.0
+    scale = 1.0 / n_tasks
+    total_loss = 0.0
+    for b in range(n_tasks):
+        total_loss += losses[b] * scale
+        for a in range(d):
+            dphi0[a] += d_phi[b, a] * scale
+    ends = np.empty(n_tasks, dtype=np.int64)
+    for b in range(n_tasks):
+        ends[b] = offsets[b] + n_sups[b]
+    entries, starts, task_of, n_rows = _item_groups(t_items, offsets, ends, rows)
+    ones = np.ones(n_tasks)
+    for r in prange(n_rows):
+        i = rows[r]
+        _sum_row(i, entries[starts[r] : starts[r + 1]], task_of, ones, d_item, dbi, dQ)
+        copies = starts[r + 1] - starts[r]
+        if copies > 1:
+            dbi[i] /= copies
+            for f in range(k):
+                dQ[i, f] /= copies
+    return total_loss, n_rows

@@ -1,0 +1,203 @@
+"""Serving: adaptation of users (fold-in), exact baselines' solves, prediction
+and top-n selection."""
+
+import numpy as np
+from numba import prange
+
+from ._jit import jit
+from .maths import _inner_loop, _loss_terms, _score, unpack
+from .sampling import _build_task
+
+
+@jit(parallel=True)
+def adapt_users(indptr, items, ratings, weights, users, keys, seed, theta, n_items, alpha, inner, out):
+    """``out[b]`` ← φ_T of user ``users[b]`` adapted from φ₀ on all its
+    ratings (and, with ``inner.n_neg``, negatives keyed by (seed, keys[b]))."""
+    lam, kappa, n_steps, logistic, n_neg = inner
+    d = alpha.shape[0]
+    mu = theta[0]
+    phi0, bi, Q = unpack(theta, n_items, d)
+    for b in prange(users.shape[0]):
+        u = users[b]
+        n = indptr[u + 1] - indptr[u]
+        m = n * (1 + n_neg)
+        t_items = np.empty(m, dtype=np.int64)
+        t_y = np.empty(m)
+        t_w = np.empty(m)
+        s = _build_task(indptr, items, ratings, weights, u, keys[b], n, n, seed, n_items, n_neg,
+                        t_items, t_y, t_w, np.empty(n, dtype=np.int64))
+        phis = np.empty((n_steps + 1, d))
+        phis[0, :] = phi0
+        g = np.empty(d)
+        _inner_loop(phis, s, t_items, t_y, t_w, mu, bi, Q, alpha, lam, kappa, logistic, g)
+        out[b, :] = phis[n_steps]
+
+
+@jit(parallel=True)
+def ridge_users(indptr, items, ratings, weights, users, theta, n_items, d, reg, out):
+    """``out[b]`` ← argmin_φ Σ w [(r̂ − r)² + reg ‖φ‖²] over user ``users[b]``'s
+    ratings, items fixed: the exact fold-in of the factorization baseline."""
+    mu = theta[0]
+    _, bi, Q = unpack(theta, n_items, d)
+    for b in prange(users.shape[0]):
+        u = users[b]
+        A = np.zeros((d, d))
+        rhs = np.zeros(d)
+        x = np.empty(d)
+        wsum = 0.0
+        for j in range(indptr[u], indptr[u + 1]):
+            i = items[j]
+            w = weights[j]
+            x[0] = 1.0
+            x[1:] = Q[i]
+            t = ratings[j] - mu - bi[i]
+            for a in range(d):
+                rhs[a] += w * t * x[a]
+                for c in range(d):
+                    A[a, c] += w * x[a] * x[c]
+            wsum += w
+        if wsum <= 0.0:
+            out[b, :] = 0.0
+            continue
+        for a in range(d):
+            # The 1e-12 keeps A invertible when reg is 0 and factors are degenerate.
+            A[a, a] += reg * wsum + 1e-12 * wsum
+        out[b, :] = np.linalg.solve(A, rhs)
+
+
+@jit()
+def _logistic_objective(phi, items, ys, ws, mu, bi, Q, reg_w):
+    total = reg_w * np.dot(phi, phi)
+    for j in range(items.shape[0]):
+        ell, _, _ = _loss_terms(_score(mu, bi, Q, phi, items[j]), ys[j], True)
+        total += ws[j] * ell
+    return total
+
+
+@jit(parallel=True)
+def logistic_users(indptr, items, ratings, weights, users, keys, seed, theta, n_items, d, reg,
+                   n_neg, out):
+    """``out[b]`` ← argmin_φ Σ w [ℓ(r̂, y) + reg ‖φ‖²] with the cross-entropy
+    ℓ, over user ``users[b]``'s ratings and sampled negatives, items fixed:
+    the logistic counterpart of ``ridge_users``. The problem is strictly
+    convex; Newton's method with a backtracking line search solves it."""
+    mu = theta[0]
+    _, bi, Q = unpack(theta, n_items, d)
+    for b in prange(users.shape[0]):
+        u = users[b]
+        n = indptr[u + 1] - indptr[u]
+        m = n * (1 + n_neg)
+        t_items = np.empty(m, dtype=np.int64)
+        t_y = np.empty(m)
+        t_w = np.empty(m)
+        _build_task(indptr, items, ratings, weights, u, keys[b], n, n, seed, n_items, n_neg,
+                    t_items, t_y, t_w, np.empty(n, dtype=np.int64))
+        wsum = t_w.sum()
+        phi = np.zeros(d)
+        if wsum <= 0.0:
+            out[b, :] = phi
+            continue
+        reg_w = reg * wsum
+        x = np.empty(d)
+        for _ in range(100):
+            H = np.zeros((d, d))
+            grad = 2.0 * reg_w * phi
+            for j in range(m):
+                i = t_items[j]
+                _, dl, d2l = _loss_terms(_score(mu, bi, Q, phi, i), t_y[j], True)
+                x[0] = 1.0
+                x[1:] = Q[i]
+                for a in range(d):
+                    grad[a] += t_w[j] * dl * x[a]
+                    for c in range(d):
+                        H[a, c] += t_w[j] * d2l * x[a] * x[c]
+            for a in range(d):
+                H[a, a] += 2.0 * reg_w + 1e-12 * wsum
+            step = np.linalg.solve(H, grad)
+            f0 = _logistic_objective(phi, t_items, t_y, t_w, mu, bi, Q, reg_w)
+            decrease = np.dot(grad, step)
+            if decrease <= 1e-14 * (1.0 + abs(f0)):
+                break
+            t = 1.0
+            while t > 1e-8:
+                trial = phi - t * step
+                if _logistic_objective(trial, t_items, t_y, t_w, mu, bi, Q, reg_w) <= f0 - 1e-4 * t * decrease:
+                    break
+                t *= 0.5
+            phi = phi - t * step
+        out[b, :] = phi
+
+
+@jit(parallel=True)
+def predict(user_codes, item_codes, user_table, theta, n_items, d, out):
+    """r̂ for each (user, item) pair; code −1 means unknown: an unknown user
+    gets φ₀, an unknown item contributes no bias and no factors."""
+    mu = theta[0]
+    phi0, bi, Q = unpack(theta, n_items, d)
+    for n in prange(user_codes.shape[0]):
+        u = user_codes[n]
+        phi = user_table[u] if u >= 0 else phi0
+        out[n] = _score(mu, bi, Q, phi, item_codes[n])
+
+
+@jit()
+def _worse(s_a, a, s_b, b):
+    """Whether candidate ``a`` ranks below ``b``: lower score, or the same
+    score and a later position (ties go to the earlier candidate)."""
+    return s_a < s_b or (s_a == s_b and a > b)
+
+
+@jit()
+def _sift_down(heap, scores, n, root):
+    """Restore the min-heap (worst candidate at the root) below ``root``."""
+    while True:
+        child = 2 * root + 1
+        if child >= n:
+            return
+        if child + 1 < n and _worse(scores[heap[child + 1]], heap[child + 1], scores[heap[child]], heap[child]):
+            child += 1
+        if not _worse(scores[heap[child]], heap[child], scores[heap[root]], heap[root]):
+            return
+        heap[root], heap[child] = heap[child], heap[root]
+        root = child
+
+
+@jit(parallel=True)
+def top_n(user_codes, user_table, theta, n_items, d, candidates, candidate_pos,
+          seen_indptr, seen_items, exclude_seen, n, out_pos, out_scores):
+    """Top-``n`` candidates per user by r̂, best first, by bounded heap
+    selection: O(m log n) per user for m candidates, never a full sort.
+
+    ``candidates`` holds item codes (−1: unknown item), ``candidate_pos`` maps
+    an item code to its candidate position (−1: not a candidate). Excluded
+    items score −∞, so they fill the list only when nothing else is left.
+    Scores equal ``predict``'s bit for bit.
+    """
+    mu = theta[0]
+    phi0, bi, Q = unpack(theta, n_items, d)
+    m = candidates.shape[0]
+    for b in prange(user_codes.shape[0]):
+        u = user_codes[b]
+        phi = user_table[u] if u >= 0 else phi0
+        scores = np.empty(m)
+        for c in range(m):
+            scores[c] = _score(mu, bi, Q, phi, candidates[c])
+        if exclude_seen and u >= 0:
+            for j in range(seen_indptr[u], seen_indptr[u + 1]):
+                c = candidate_pos[seen_items[j]]
+                if c >= 0:
+                    scores[c] = -np.inf
+        heap = np.arange(n)
+        for r in range(n // 2 - 1, -1, -1):
+            _sift_down(heap, scores, n, r)
+        for c in range(n, m):
+            if _worse(scores[heap[0]], heap[0], scores[c], c):
+                heap[0] = c
+                _sift_down(heap, scores, n, 0)
+        # Pop the worst to the back: the heap ends sorted best first.
+        for last in range(n - 1, 0, -1):
+            heap[0], heap[last] = heap[last], heap[0]
+            _sift_down(heap, scores, last, 0)
+        for r in range(n):
+            out_pos[b, r] = heap[r]
+            out_scores[b, r] = scores[heap[r]]
