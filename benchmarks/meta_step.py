@@ -49,8 +49,8 @@ def grad_only(model, users, repeat):
     grad = np.zeros_like(model._theta)
     args = (
         indptr, items, ratings, weights, users, lo, hi, 7, offsets, model._theta,
-        len(model.item_ids_), model._alpha(), model._inner_settings(),
-        K.outer_settings(reg=model.reg, first_order=model.first_order, hyper=False,
+        len(model.item_ids_), model._alpha(), model._item_reg(items, weights), model._inner_settings(),
+        K.outer_settings(first_order=model.first_order, hyper=False,
                          per_rating=model.task_weighting == "ratings"), grad,
         np.empty(model.n_factors + 2), np.empty(len(model.item_ids_), dtype=np.int64),
     )

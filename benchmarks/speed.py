@@ -75,7 +75,8 @@ class Problem:
                                  self.n_items, self.alpha,
                                  K.inner_settings(lam=self.lam, kappa=self.kappa, n_steps=self.n_steps,
                                                   logistic=False, n_neg=0),
-                                 K.outer_settings(reg=self.reg, first_order=first_order, hyper=False,
+                                 np.full(self.n_items, self.reg),
+                                 K.outer_settings(first_order=first_order, hyper=False,
                                                   per_rating=self.per_rating), grad,
                                  np.empty(len(self.alpha) + 1), np.empty(self.n_items, dtype=np.int64))
         return loss, grad

@@ -180,7 +180,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
     # State
 
     def _start(self, rng):
-        for name in ("_theta", "_user_buf", "_adam_m", "_adam_v", "loss_curve_"):
+        for name in ("_theta", "_user_buf", "_adam_m", "_adam_v", "_adam_row_steps", "loss_curve_"):
             self.__dict__.pop(name, None)  # a refit starts from scratch
         self._rng = rng
         self._user_vocab = Vocabulary("user")
@@ -216,6 +216,9 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             self._adam_m = np.zeros_like(self._theta)
             self._adam_v = np.zeros_like(self._theta)
             self._adam_step = 0
+            # Adam's update count of each item row (lazy Adam corrects each
+            # row for bias by its own count).
+            self._adam_row_steps = np.zeros(len(self._item_vocab), dtype=np.int64)
             self._user_buf = np.empty((0, d))
         elif n_new_items:
             if new_items == "zeros":
@@ -226,6 +229,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             zeros = np.zeros((n_new_items, d - 1))
             self._adam_m = _grow_items(self._adam_m, n_items_old, d, zeros)
             self._adam_v = _grow_items(self._adam_v, n_items_old, d, zeros)
+            self._adam_row_steps = np.r_[self._adam_row_steps, np.zeros(n_new_items, dtype=np.int64)]
         n_users = len(self._user_vocab)
         if n_users > len(self._user_buf):
             # Capacity doubles, so that folding in users one at a time costs

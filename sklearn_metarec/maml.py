@@ -77,6 +77,22 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         Adam step size of the outer loop.
     reg : float, default=0.01
         L2 strength on item parameters in the outer loop, per query rating.
+    item_shrinkage : float, default=0.0
+        Pseudo-count γ of ratings that pull each item's (b_i, q_i) towards
+        zero in the outer loop: item i's L2 strength per query rating is
+        β + γ / n_i, with n_i its ratings (weights; under the logistic loss
+        with sampled negatives, plus the negatives it gets on average), so
+        the penalty adds up to about γ·(b_i² + ‖q_i‖²) per pass whatever the
+        item's count, as a prior worth γ ratings would. Items with a handful
+        of ratings then stay near the population instead of topping
+        catalogue-wide lists, at some cost in RMSE where items have many
+        ratings: shrinking q_i also shortens the inner loop's steps on
+        p_u. Measured with 10 support ratings (catalogue nDCG@10 of new
+        users / RMSE): MovieLens-100k 0.085 / 0.958 at γ = 0, 0.131 / 0.960
+        at 2, 0.148 / 0.961 at 3; with a long item tail (12 ratings per
+        item) RMSE 1.011 at 0 and 1.005 at 10; synthetic data with 88
+        ratings per item (5 support ratings) RMSE 0.860 at 0 and 0.883 at
+        2. Hence 0 by default; raise it for top-N over a long tail.
     meta_batch_size : int, default=32
         Users (tasks) per meta-update.
     n_epochs : int, default=40
@@ -166,6 +182,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         "inner_reg": [Interval(Real, 0, None, closed="left")],
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
         "reg": [Interval(Real, 0, None, closed="left")],
+        "item_shrinkage": [Interval(Real, 0, None, closed="left")],
         "meta_batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_epochs": [Interval(Integral, 0, None, closed="left")],
         "n_support": [
@@ -195,6 +212,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         shrinkage=10.0,
         meta_lr=0.005,
         reg=0.01,
+        item_shrinkage=0.0,
         meta_batch_size=32,
         n_epochs=40,
         n_support=(3, 20),
@@ -214,6 +232,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         self.shrinkage = shrinkage
         self.meta_lr = meta_lr
         self.reg = reg
+        self.item_shrinkage = item_shrinkage
         self.meta_batch_size = meta_batch_size
         self.n_epochs = n_epochs
         self.n_support = n_support
@@ -322,6 +341,15 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
     def _inner_reg(self):
         return float(self.inner_reg)
 
+    def _item_reg(self, items, weights):
+        """β_i = reg + item_shrinkage / n_i of every item (see
+        ``item_shrinkage``), from the rating log's item codes and weights."""
+        n_items = len(self._item_vocab)
+        counts = np.bincount(items, weights, minlength=n_items)
+        # Sampled negatives fall on an item about n_neg·W / n_items times.
+        counts += self._n_neg() * weights.sum() / n_items
+        return float(self.reg) + float(self.item_shrinkage) / np.maximum(counts, 1.0)
+
     def _inner_settings(self):
         return K.inner_settings(lam=self._inner_reg(), kappa=self.shrinkage, n_steps=self.n_inner_steps,
                                 logistic=self._logistic, n_neg=self._n_neg())
@@ -381,13 +409,14 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         grad = np.zeros_like(self._theta)
         grad_hyper = np.empty(d + 1)
         rows = np.empty(n_items, dtype=np.int64)
+        item_reg = self._item_reg(items, weights)
 
         def batch_grad(batch, offsets, hyper):
-            outer = K.outer_settings(reg=self.reg, first_order=self.first_order, hyper=hyper,
+            outer = K.outer_settings(first_order=self.first_order, hyper=hyper,
                                      per_rating=self.task_weighting == "ratings")
             return K.meta_batch_grad(
-                indptr, items, ratings, weights, batch, lo, hi, seed, offsets,
-                self._theta, n_items, self._alpha(), self._inner_settings(), outer, grad, grad_hyper, rows,
+                indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
+                self._alpha(), item_reg, self._inner_settings(), outer, grad, grad_hyper, rows,
             )
 
         order, hyper_order = self._hyper_split(order)
@@ -408,7 +437,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             if not held_out:
                 self._adam_step += 1
                 K.adam_rows(self._theta, grad, self._adam_m, self._adam_v, self._adam_step,
-                            float(self.meta_lr), n_items, d, rows, n_rows)
+                            float(self.meta_lr), n_items, d, rows, n_rows, self._adam_row_steps)
             if together or held_out:
                 self._hyper_step(grad_hyper)
         return np.array(losses or held_losses)

@@ -53,7 +53,7 @@ class MetaSGDFactorizationRecommender(MAMLFactorizationRecommender):
         out or not for good, by a hash of its index, users added by
         ``partial_fit`` included: a held-out user's ratings never train the
         item parameters or the prior.
-    shrinkage, reg, meta_batch_size, n_epochs, n_support, first_order, \
+    shrinkage, reg, item_shrinkage, meta_batch_size, n_epochs, n_support, first_order, \
 task_weighting, loss, n_negatives, init_std, n_jobs, random_state, verbose
         As in :class:`MAMLFactorizationRecommender`. With ``first_order``
         the hypergradients too hold the query gradient v_T fixed through the
@@ -110,6 +110,7 @@ loss_curve_, n_iter_, n_features_in_, feature_names_in_
         hyper_lr=None,
         hyper_holdout=0.1,
         reg=0.01,
+        item_shrinkage=0.0,
         meta_batch_size=32,
         n_epochs=40,
         n_support=(3, 20),
@@ -124,7 +125,8 @@ loss_curve_, n_iter_, n_features_in_, feature_names_in_
     ):
         super().__init__(
             n_factors, n_inner_steps=n_inner_steps, inner_lr=inner_lr, inner_reg=inner_reg,
-            shrinkage=shrinkage, meta_lr=meta_lr, reg=reg, meta_batch_size=meta_batch_size,
+            shrinkage=shrinkage, meta_lr=meta_lr, reg=reg, item_shrinkage=item_shrinkage,
+            meta_batch_size=meta_batch_size,
             n_epochs=n_epochs, n_support=n_support, first_order=first_order,
             task_weighting=task_weighting, loss=loss, n_negatives=n_negatives,
             init_std=init_std, n_jobs=n_jobs, random_state=random_state, verbose=verbose,

@@ -93,7 +93,7 @@ n_iter_, n_features_in_, feature_names_in_
 
     _parameter_constraints = {
         **{key: value for key, value in MAMLFactorizationRecommender._parameter_constraints.items()
-           if key not in ("first_order", "reg", "task_weighting")},
+           if key not in ("first_order", "reg", "item_shrinkage", "task_weighting")},
         "adapt_items": ["boolean"],
         "item_lr": [Interval(numbers.Real, 0, None, closed="neither"), None],
         "meta_lr": [Interval(numbers.Real, 0, 1, closed="right")],

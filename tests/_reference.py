@@ -54,6 +54,8 @@ def task_loss(theta, n_items, d, task, alpha, lam, reg, n_steps, loss="squared",
         return 0.0
     s = mu + bi[it] + phi[0] + Q[it] @ phi[1:]
     pen = bi[it] ** 2 + (Q[it] ** 2).sum(axis=1)
+    # reg: one L2 strength, or one per item.
+    reg = np.broadcast_to(np.asarray(reg, dtype=float), n_items)[it]
     return float(np.sum(w * (loss_value(s, ratings[n_sup:], loss) + reg * pen)) / w.sum())
 
 

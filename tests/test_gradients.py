@@ -53,8 +53,9 @@ def kernel_grad(p, users, seed, lam, reg, n_steps, first_order, hyper=False, los
     value, _ = K.meta_batch_grad(
         p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"], p["sup_hi"],
         seed, offsets, p["theta"], p["n_items"], p["alpha"],
+        np.broadcast_to(np.asarray(reg, dtype=float), p["n_items"]).copy(),
         K.inner_settings(lam=lam, kappa=kappa, n_steps=n_steps, logistic=loss == "logistic", n_neg=n_neg),
-        K.outer_settings(reg=reg, first_order=first_order, hyper=hyper, per_rating=per_rating),
+        K.outer_settings(first_order=first_order, hyper=hyper, per_rating=per_rating),
         grad, grad_hyper, np.empty(p["n_items"], dtype=np.int64),
     )
     tasks = tasks_of(p, users, seed, n_neg)
@@ -106,7 +107,8 @@ def test_second_order_meta_gradient_matches_finite_differences(n_users, n_items,
                                                                kappa, per_rating):
     p = problem_for(n_steps * 100 + k, n_users, n_items, k, loss, n_neg)
     users = np.arange(n_users, dtype=np.int64)
-    lam, reg = 0.05, 0.1
+    # A strength per item, as item_shrinkage gives: β_i = reg + γ / n_i.
+    lam, reg = 0.05, 0.1 + 0.3 * np.random.default_rng(n_items).uniform(size=n_items)
     obj = dict(kappa=kappa, per_rating=per_rating)
     value, grad, tasks = kernel_grad(p, users, 7, lam, reg, n_steps, False, loss=loss, n_neg=n_neg, **obj)
 

@@ -187,9 +187,28 @@ def test_lazy_adam_updates_the_head_and_the_given_item_rows_only():
     K.adam_step(*dense[:1], grad, *dense[1:], 3, 0.01)
     for e, full in zip(expected, dense):
         e[touched] = full[touched]
-    K.adam_rows(theta, grad, m, v, 3, 0.01, n_items, d, rows, 3)
+    # Rows at their own third update, as the head at the global third: the
+    # same bias corrections as the dense step.
+    row_steps = np.full(n_items, 2, dtype=np.int64)
+    K.adam_rows(theta, grad, m, v, 3, 0.01, n_items, d, rows, 3, row_steps)
     for got, e in zip((theta, m, v), expected):
         np.testing.assert_array_equal(got, e)
+    np.testing.assert_array_equal(row_steps, [3, 3, 2, 2, 3, 2])
+
+
+def test_lazy_adam_corrects_each_row_by_its_own_update_count():
+    # A row's first update late in training is Adam's first step, lr·sign(g),
+    # not the 1/sqrt(1 - 0.999) = 3.2 times longer one the global step gives.
+    n_items, d = 2, 2
+    size = 1 + d + n_items * d
+    theta, grad = np.zeros(size), np.full(size, 0.3)
+    m, v = np.zeros(size), np.zeros(size)
+    row_steps = np.array([0, 40], dtype=np.int64)
+    K.adam_rows(theta, grad, m, v, 1000, 0.01, n_items, d, np.array([0], dtype=np.int64), 1, row_steps)
+    item0 = [1 + d, 1 + d + n_items]  # b_0 and q_0
+    np.testing.assert_allclose(theta[item0], -0.01, rtol=1e-6)
+    assert row_steps.tolist() == [1, 40]
+    assert (theta[[1 + d + 1, 1 + d + n_items + 1]] == 0).all()
 
 
 def test_meta_gradient_writes_only_the_batch_rows(problem):
@@ -205,8 +224,9 @@ def test_meta_gradient_writes_only_the_batch_rows(problem):
         grad = start.copy()
         loss, n = K.meta_batch_grad(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"],
                                     p["sup_hi"], 3, offsets, p["theta"], p["n_items"], p["alpha"],
+                                    np.full(p["n_items"], 0.1),
                                     K.inner_settings(lam=0.05, kappa=2.0, n_steps=2, logistic=False, n_neg=0),
-                                    K.outer_settings(reg=0.1, first_order=False, hyper=False, per_rating=True),
+                                    K.outer_settings(first_order=False, hyper=False, per_rating=True),
                                     grad, np.empty(p["d"] + 1), rows)
         return grad, n
 
@@ -333,5 +353,5 @@ def test_settings_records_are_keyword_only_and_typed():
     inner = K.inner_settings(lam=0, kappa=2, n_steps=3.0, logistic=0, n_neg=np.int32(4))
     assert inner == (0.0, 2.0, 3, False, 4)
     assert [type(v) for v in inner] == [float, float, int, bool, int]
-    outer = K.outer_settings(reg=1, first_order=0, hyper=1, per_rating=1)
-    assert [type(v) for v in outer] == [float, bool, bool, bool]
+    outer = K.outer_settings(first_order=0, hyper=1, per_rating=1)
+    assert [type(v) for v in outer] == [bool, bool, bool]

@@ -66,12 +66,13 @@ def _item_groups(t_items, offsets, ends, rows):
 @jit(parallel=True)
 def meta_batch_grad(
     indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets, theta, n_items,
-    alpha, inner, outer, grad, grad_hyper, rows,
+    alpha, item_reg, inner, outer, grad, grad_hyper, rows,
 ):
     """Mean query loss of a meta-batch of users and its meta-gradient.
 
     ``offsets`` is the running sum of the users' task lengths, (1 + n_neg)
     times their rating counts. Each task is laid out by ``_build_task``.
+    ``item_reg[i]`` is item i's L2 strength β_i per query rating.
     ``inner`` and ``outer`` are the settings records of ``maths``. With
     ``outer.hyper``, ``grad_hyper`` ← (∂/∂α, ∂/∂λ), of length d + 1.
 
@@ -83,7 +84,7 @@ def meta_batch_grad(
     Returns (loss, n).
     """
     lam, kappa, n_steps, logistic, n_neg = inner
-    reg, first_order, hyper, per_rating = outer
+    first_order, hyper, per_rating = outer
     d = alpha.shape[0]
     mu = theta[0]
     phi0, bi, Q = unpack(theta, n_items, d)
@@ -105,7 +106,7 @@ def meta_batch_grad(
         phis = np.empty((n_steps + 1, d))
         losses[b], g_mu[b], g_hyper[b, d] = _task_meta_grad(
             n_sup, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], mu, phi0, bi, Q, alpha, lam, kappa,
-            reg, n_steps, first_order, hyper, logistic, phis, g_item[lo:hi], g_phi[b],
+            item_reg, n_steps, first_order, hyper, logistic, phis, g_item[lo:hi], g_phi[b],
             g_hyper[b, :d],
         )
         w_query[b] = t_w[lo + n_sup : hi].sum()

@@ -12,7 +12,7 @@ from ._jit import jit
 # the keyword-only constructors below, so that two swapped scalars cannot
 # compile silently: each field is read by name and cast to its type.
 Inner = namedtuple("Inner", ["lam", "kappa", "n_steps", "logistic", "n_neg"])
-Outer = namedtuple("Outer", ["reg", "first_order", "hyper", "per_rating"])
+Outer = namedtuple("Outer", ["first_order", "hyper", "per_rating"])
 ReptileStep = namedtuple("ReptileStep", ["item_lr", "adapt_items"])
 
 
@@ -22,10 +22,10 @@ def inner_settings(*, lam, kappa, n_steps, logistic, n_neg):
     return Inner(float(lam), float(kappa), int(n_steps), bool(logistic), int(n_neg))
 
 
-def outer_settings(*, reg, first_order, hyper, per_rating):
-    """The meta-gradient: item L2 strength β, first-order MAML, Meta-SGD's
-    hypergradients, and task weighting by query ratings (else by task)."""
-    return Outer(float(reg), bool(first_order), bool(hyper), bool(per_rating))
+def outer_settings(*, first_order, hyper, per_rating):
+    """The meta-gradient: first-order MAML, Meta-SGD's hypergradients, and
+    task weighting by query ratings (else by task)."""
+    return Outer(bool(first_order), bool(hyper), bool(per_rating))
 
 
 def reptile_settings(*, item_lr, adapt_items):
@@ -112,7 +112,7 @@ def _inner_loop(phis, n_sup, items, ratings, weights, mu, bi, Q, alpha, lam, kap
 
 @jit()
 def _task_meta_grad(
-    n_sup, items, ratings, weights, mu, phi0, bi, Q, alpha, lam, kappa, reg, n_steps,
+    n_sup, items, ratings, weights, mu, phi0, bi, Q, alpha, lam, kappa, item_reg, n_steps,
     first_order, hyper, logistic, phis, g_item, g_phi0, g_alpha,
 ):
     """Query loss of one task and its meta-gradient.
@@ -146,6 +146,7 @@ def _task_meta_grad(
             sq = bi[i] * bi[i]
             for f in range(k):
                 sq += Q[i, f] * Q[i, f]
+            reg = item_reg[i]
             loss += w * (ell + reg * sq)
             c = w * dl
             g_mu += c
