@@ -2,6 +2,7 @@
 
 from ._base import DivergenceError
 from ._data import ContextColumnsIgnoredWarning
+from .baseline import EmpiricalBayesRecommender
 from .factorization import FactorizationRecommender
 from .maml import MAMLFactorizationRecommender
 from .meta_sgd import MetaSGDFactorizationRecommender
@@ -12,6 +13,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ContextColumnsIgnoredWarning",
     "DivergenceError",
+    "EmpiricalBayesRecommender",
     "FactorizationRecommender",
     "MAMLFactorizationRecommender",
     "MetaSGDFactorizationRecommender",

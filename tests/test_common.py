@@ -3,6 +3,7 @@
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_metarec import (
+    EmpiricalBayesRecommender,
     FactorizationRecommender,
     MAMLFactorizationRecommender,
     MetaSGDFactorizationRecommender,
@@ -18,6 +19,7 @@ ESTIMATORS = [
     # diverges, which it reports as DivergenceError, so the checks use a smaller one.
     ReptileFactorizationRecommender(n_factors=3, n_epochs=3, meta_batch_size=16, inner_lr=0.02),
     FactorizationRecommender(n_factors=3, n_epochs=5),
+    EmpiricalBayesRecommender(),
 ]
 
 EXPECTED_FAILED_CHECKS = {

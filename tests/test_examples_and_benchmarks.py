@@ -5,6 +5,7 @@ import time
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,3 +255,23 @@ def test_side_information_benchmark_finds_a_planted_signal(tmp_path, monkeypatch
     (tmp_path / "u.user").unlink()
     with pytest.raises(ValueError, match="no user or item features"):
         side_information.main(["--data", str(tmp_path), "--shots", "5", "--seeds", "0", "--out", str(out)])
+
+
+def test_catalogue_top_n_benchmark(tmp_path, monkeypatch, capsys):
+    from sklearn_metarec.datasets import make_ratings
+
+    _benchmarks(monkeypatch)
+    import catalogue_top_n
+
+    X, y = make_ratings(n_users=150, n_items=50, mean_ratings=30, min_ratings=22, random_state=0)
+    lines = [f"{u + 1}\t{i + 1}\t{int(r)}\t{880000000 + n}\n" for n, ((u, i), r) in enumerate(zip(X, y))]
+    (tmp_path / "u.data").write_text("".join(lines))
+    out = tmp_path / "top_n.md"
+    catalogue_top_n.main(["--data", str(tmp_path), "--k", "5", "--seeds", "0", "--out", str(out)])
+    text = out.read_text()
+    for name in catalogue_top_n.METHODS:
+        assert f"| {name} | " in text
+    # The popularity column counts training ratings of the listed items.
+    model = catalogue_top_n.METHODS["EmpiricalBayesRecommender"](0).fit(X, y)
+    row = catalogue_top_n.scores(model, X, X[:40], y[:40])
+    assert 0 < row["median_popularity"] <= np.bincount(X[:, 1]).max()
