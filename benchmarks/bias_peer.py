@@ -1,5 +1,6 @@
-"""A bias model with empirical-Bayes shrinkage, a strong simple peer for
-cold-start users, with optional side features.
+"""A bias model with empirical-Bayes shrinkage and optional side features,
+for ``side_information.py`` (without features it is the package's
+``EmpiricalBayesRecommender``).
 
 r̂ = μ + b_u + b_i (+ a taste term), fitted by alternating shrunk means.
 Two things set it apart from Surprise's BaselineOnly, and both matter to
@@ -19,7 +20,6 @@ measures what each is worth.
 
 import numpy as np
 from scipy import sparse
-from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold, cross_val_predict
 
@@ -126,29 +126,3 @@ class BiasModel:
         if self.taste is not None and known.any():
             taste[known] = self._taste(u[known], i[known])
         return np.clip(self.mu + b_u + b_i + taste, 1.0, 5.0)
-
-
-class EmpiricalBayesBaseline(RegressorMixin, BaseEstimator):
-    """``BiasModel`` without side features as a scikit-learn estimator: X's
-    first two columns are (user, item). Nothing to tune; ``random_state`` is
-    accepted, and unused, for the benchmark's uniform interface."""
-
-    def __init__(self, random_state=None):
-        self.random_state = random_state
-
-    def fit(self, X, y):
-        X, y = np.asarray(X), np.asarray(y, dtype=float)
-        self.user_ids_, u = np.unique(X[:, 0], return_inverse=True)
-        self.item_ids_, i = np.unique(X[:, 1], return_inverse=True)
-        self.model_ = BiasModel().fit(u, i, y, len(self.user_ids_), len(self.item_ids_))
-        return self
-
-    def predict(self, X):
-        X = np.asarray(X)
-        return self.model_.predict(_index(self.user_ids_, X[:, 0]), _index(self.item_ids_, X[:, 1]))
-
-
-def _index(ids, values):
-    """Positions of ``values`` in the sorted ``ids``; -1 where absent."""
-    pos = np.clip(np.searchsorted(ids, values), 0, len(ids) - 1)
-    return np.where(ids[pos] == values, pos, -1)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cold_start import catalogue_scores
 from sklearn_metarec import (EmpiricalBayesRecommender, FactorizationRecommender, MAMLFactorizationRecommender,
                              MetaSGDFactorizationRecommender)
 from sklearn_metarec.datasets import fetch_movielens, load_movielens
@@ -41,14 +42,9 @@ METRICS = ("rmse", "within_ndcg", "ndcg", "recall", "median_popularity")
 def scores(model, X_fit, X_q, y_q):
     """The row of one fitted model (see the module docstring)."""
     within = ranking_report(model, X_q, y_q, k=10, metrics=["rmse", "ndcg"])
-    top10 = ranking_report(model, X_q, y_q, k=10, mode="catalogue", metrics=["ndcg"])
-    top20 = ranking_report(model, X_q, y_q, k=20, mode="catalogue", metrics=["recall"])
-    ids, _ = model.recommend(np.unique(X_q[:, 0]), n=10)
-    known, counts = np.unique(X_fit[:, 1], return_counts=True)
-    at = np.clip(np.searchsorted(known, ids.ravel()), 0, len(known) - 1)
-    popularity = np.where(known[at] == ids.ravel(), counts[at], 0)
-    return {"rmse": within["rmse"], "within_ndcg": within["ndcg"], "ndcg": top10["ndcg"],
-            "recall": top20["recall"], "median_popularity": float(np.median(popularity))}
+    catalogue = catalogue_scores(model, X_fit, X_q, y_q)
+    return {"rmse": within["rmse"], "within_ndcg": within["ndcg"], "ndcg": catalogue["cat_ndcg"],
+            "recall": catalogue["cat_recall"], "median_popularity": catalogue["popularity"]}
 
 
 def run(X, y, k=10, seeds=(0, 1, 2), out=print):

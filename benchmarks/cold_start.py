@@ -9,7 +9,12 @@ only (one eighth of them, 10% of all users, play the validation users: K
 support ratings in training, the rest scored by RMSE). Each method is then
 refitted with its best parameters on the known users plus the test users' K
 support ratings, and scored on the test users' other (query) ratings: RMSE,
-MAE and nDCG@10 (each user's query items ranked among themselves).
+MAE and nDCG@10 (each user's query items ranked among themselves). The
+package's estimators are also scored as a new user would see them: their
+top-n over the whole catalogue, seen items excluded (catalogue nDCG@10 and
+recall@20, relevant = query rating >= 4), and the median number of training
+ratings of the items in their top-10 lists (a handful: obscure items). The
+Surprise and PyTorch peers have no catalogue-wide ``recommend``.
 
 A diagnostic column splits each method's mean squared error in two: the part
 a per-user constant would remove (how far off the method's idea of the
@@ -17,7 +22,7 @@ user's overall level is, which K ratings pin down only so far), and the rest
 (item effects, taste, noise). See ``user_offset_mse``.
 
 Peers: the global mean; a bias model with empirical-Bayes shrinkage
-(``bias_peer.py``: no tuning; a new user's level shrinks towards the
+(the package's ``EmpiricalBayesRecommender``: no tuning; a new user's level shrinks towards the
 average user's); Surprise's BaselineOnly (ALS) and SVD, with its defaults
 and tuned; the package's FactorizationRecommender (tuned SVD with an
 exact fold-in); and MAML of the same model trained by PyTorch autograd with
@@ -43,11 +48,10 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
-from bias_peer import EmpiricalBayesBaseline
-from sklearn_metarec import (ContextColumnsIgnoredWarning, FactorizationRecommender, MAMLFactorizationRecommender,
-                             MetaSGDFactorizationRecommender)
+from sklearn_metarec import (ContextColumnsIgnoredWarning, EmpiricalBayesRecommender, FactorizationRecommender,
+                             MAMLFactorizationRecommender, MetaSGDFactorizationRecommender)
 from sklearn_metarec.datasets import fetch_movielens, load_movielens
-from sklearn_metarec.metrics import make_recommender_scorer, mae, ndcg_at_k, rmse
+from sklearn_metarec.metrics import make_recommender_scorer, mae, ndcg_at_k, ranking_report, rmse
 from sklearn_metarec.model_selection import ColdStartSplit, cold_start_split
 
 OURS = ("MAML (ours)", "Meta-SGD (ours)")
@@ -68,7 +72,7 @@ def methods(names=None, torch_epochs=20):
         return TorchMAMLRecommender(n_epochs=torch_epochs)
 
     factories = {
-        "Empirical-Bayes bias model": lambda: (EmpiricalBayesBaseline(), {}),
+        "Empirical-Bayes bias model": lambda: (EmpiricalBayesRecommender(), {}),
         "Surprise BaselineOnly": lambda: (surprise("baseline"), {"reg_u": [5, 15, 25], "reg_i": [5, 10, 25]}),
         "Surprise SVD, defaults": lambda: (surprise("svd"), {}),
         "Surprise SVD, tuned": lambda: (surprise("svd"), {"n_factors": [10, 50, 100], "reg_all": [0.02, 0.05, 0.1],
@@ -118,6 +122,21 @@ def user_offset_mse(y, pred, users):
     return float(np.sum(n * mean**2 - within * (n > 1)) / len(r))
 
 
+def catalogue_scores(model, X_fit, X_q, y_q):
+    """Catalogue nDCG@10, recall@20 and the top-10's median popularity of a
+    package estimator (NaN for the others)."""
+    if not hasattr(model, "_top_n"):
+        return {"cat_ndcg": np.nan, "cat_recall": np.nan, "popularity": np.nan}
+    X_q = X_q[:, :2]
+    top10 = ranking_report(model, X_q, y_q, k=10, mode="catalogue", metrics=["ndcg"])
+    top20 = ranking_report(model, X_q, y_q, k=20, mode="catalogue", metrics=["recall"])
+    ids, _ = model.recommend(np.unique(X_q[:, 0]), n=10)
+    known, counts = np.unique(X_fit[:, 1], return_counts=True)
+    at = np.clip(np.searchsorted(known, ids.ravel()), 0, len(known) - 1)
+    popularity = np.where(known[at] == ids.ravel(), counts[at], 0)
+    return {"cat_ndcg": top10["ndcg"], "cat_recall": top20["recall"], "popularity": float(np.median(popularity))}
+
+
 def test_user_rows(users, seed):
     """Mask of the ratings of the test users (a fifth of the users) of ``seed``."""
     ids = np.unique(users)
@@ -140,10 +159,11 @@ def run(X, y, shots=(5, 10, 20), supports=("random", "earliest"), seeds=(0, 1, 2
                 X_fit = np.vstack([X[~is_test], X_sup])
                 y_fit = np.concatenate([y[~is_test], y_sup])
 
-                def record(name, pred, info):
+                def record(name, pred, info, model=None):
                     scores = {"rmse": rmse(y_q, pred), "mae": mae(y_q, pred),
                               "ndcg": ndcg_at_k(y_q, pred, users=X_q[:, 0], k=10),
-                              "offset": user_offset_mse(y_q, pred, X_q[:, 0])}
+                              "offset": user_offset_mse(y_q, pred, X_q[:, 0]),
+                              **catalogue_scores(model, X_fit, X_q, y_q)}
                     for metric, value in scores.items():
                         results.setdefault((support, k, name), {}).setdefault(metric, []).append(value)
                     out(f"seed {seed} {support:>8} K={k:>2} {name}: RMSE {scores['rmse']:.4f} "
@@ -155,7 +175,7 @@ def run(X, y, shots=(5, 10, 20), supports=("random", "earliest"), seeds=(0, 1, 2
                     start = time.perf_counter()
                     best = tune(estimator, grid, X[~is_test], y[~is_test], k, support, seed)
                     model = clone(estimator).set_params(**best, random_state=seed).fit(X_fit, y_fit)
-                    record(name, model.predict(X_q), f"{best} ({time.perf_counter() - start:.0f} s)")
+                    record(name, model.predict(X_q), f"{best} ({time.perf_counter() - start:.0f} s)", model)
     return results
 
 
@@ -164,8 +184,9 @@ def table(results, seeds):
     column compares RMSE with the best peer's, and a bold name wins both.
     'MSE = user offset + rest' splits the mean squared error (means over
     seeds) as ``user_offset_mse`` does."""
-    lines = ["| support | K | method | RMSE | MAE | nDCG@10 | MSE = user offset + rest | RMSE vs best peer |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| support | K | method | RMSE | MAE | nDCG@10 | MSE = user offset + rest | RMSE vs best peer "
+             "| catalogue nDCG@10 | catalogue recall@20 | top-10 median popularity |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     groups = dict.fromkeys((s, k) for s, k, _ in results)
     for support, k in groups:
         names = [n for s, kk, n in results if (s, kk) == (support, k)]
@@ -185,7 +206,11 @@ def table(results, seeds):
             vs = f"{100 * (mean[name]['rmse'] / best_rmse - 1):+.2f}%"
             wins = name in OURS and mean[name]["rmse"] < best_rmse and mean[name]["ndcg"] > best_ndcg
             label = f"**{name}**" if wins else name
-            lines.append(f"| {support} | {k} | {label} | " + " | ".join(cells) + f" | {vs} |")
+            catalogue = [f"{np.mean(runs[m]):.4f}" if np.isfinite(runs[m]).all() else "n/a"
+                         for m in ("cat_ndcg", "cat_recall")]
+            catalogue.append(f"{np.mean(runs['popularity']):.0f}" if np.isfinite(runs["popularity"]).all() else "n/a")
+            lines.append(f"| {support} | {k} | {label} | " + " | ".join(cells) + f" | {vs} | " + " | ".join(catalogue)
+                         + " |")
     return "\n".join(lines)
 
 

@@ -33,25 +33,28 @@ def test_fold_in_is_the_shrunk_mean_towards_the_average_user():
     assert model.user_factors_.shape == (len(model.user_ids_), 0)
 
 
-def test_new_users_shrink_towards_light_users_level_not_the_mean_rating():
-    # Heavy raters rate low and dominate μ; light users rate high. A new user
-    # with one rating must start from the average user's level.
+def test_new_users_shrink_towards_the_average_user_not_the_mean_rating():
+    # Heavy users rate 3, light users 4: the rating mean μ (about 3.17) is
+    # the heavy users' level, the average user's is 3.5.
     rng = np.random.default_rng(0)
-    rows, ratings = [], []
-    for u in range(200):
-        heavy = u < 20
-        n = 200 if heavy else 25
-        level = 2.5 if heavy else 4.0
-        for i in rng.choice(300, n, replace=False):
-            rows.append((u, i))
-            ratings.append(np.clip(level + rng.normal(0, 0.8), 1, 5))
-    X, y = np.array(rows), np.array(ratings)
+    rows, y = [], []
+    for user in range(200):
+        heavy = user < 100
+        items = rng.choice(150, 100 if heavy else 20, replace=False)
+        rows += [(user, item) for item in items]
+        y += list((3.0 if heavy else 4.0) + rng.normal(0.0, 0.5, len(items)))
+    rows += [(500, 0), (500, 1)]  # a new user with two 5s
+    y += [5.0, 5.0]
+    X, y = np.array(rows), np.array(y)
     model = EmpiricalBayesRecommender().fit(X, y)
-    assert model.global_mean_ < 3.5
-    assert model.global_mean_ + model.user_bias_prior_ > 3.6
+    unknown_user, new_user, unknown_item = model.predict(np.array([[999, 3], [500, 3], [0, 999]]))
+    assert abs(y.mean() - 3.17) < 0.05
+    assert abs(unknown_user - 3.5) < 0.1
+    assert 3.6 < new_user < 4.9  # pulled up by its ratings, held back by the prior
+    assert abs(unknown_item - model.predict(np.array([[0, 3]]))[0]) < 0.2
+    # A heavy user's own level is learned, not shrunk away.
+    assert abs(model.predict(np.array([[1, 3]]))[0] - 3.0) < 0.1
     assert 0.5 < model.user_shrinkage_ < 50
-    # Items have no effect of their own here: their offsets shrink hard.
-    assert model.item_shrinkage_ > 100
 
 
 def test_partial_fit_equals_fit_on_all_ratings():
