@@ -72,10 +72,9 @@ class Problem:
     def ours(self, users, first_order, seed=7):
         grad = np.zeros_like(self.theta)
         loss, _ = K.meta_batch_grad(*self.csr, users, self.lo, self.hi, seed, self.offsets(users), self.theta,
-                                 self.n_items, self.alpha,
+                                 self.n_items, self.alpha, np.full(self.n_items, self.reg),
                                  K.inner_settings(lam=self.lam, kappa=self.kappa, n_steps=self.n_steps,
                                                   logistic=False, n_neg=0),
-                                 np.full(self.n_items, self.reg),
                                  K.outer_settings(first_order=first_order, hyper=False,
                                                   per_rating=self.per_rating), grad,
                                  np.empty(len(self.alpha) + 1), np.empty(self.n_items, dtype=np.int64))

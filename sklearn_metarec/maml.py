@@ -123,6 +123,26 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         0, the positive's weight). Each task's support and query sets get
         their own, drawn afresh every epoch from ``random_state``. Ignored
         when y holds 0/1 labels or the loss is squared.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the users in :meth:`fit` as
+        validation users, as cold start would: each keeps a support set
+        drawn as for training and is scored on the rest, the same draw every
+        epoch. Their ratings train nothing. Training stops when the
+        validation score has not improved by at least ``tol`` for
+        ``n_iter_no_change`` epochs, and the parameters of the best epoch
+        are kept. :meth:`partial_fit` never holds users out.
+    validation_fraction : float in (0, 1), default=0.1
+        Share of the users held out with ``early_stopping``.
+    n_iter_no_change : int, default=10
+        Epochs without improvement before stopping. Validation scores are
+        noisy from epoch to epoch (MovieLens-100k, 94 validation users:
+        about ±0.003 around a trend that still improves at epoch 60), so
+        scikit-learn's 5 stops too early. Measured there, K = 10, up to 100
+        epochs: MAML stops at 79 (best 69) with the same test RMSE as 40
+        fixed epochs (0.958); Meta-SGD stops at 25 (best 15), RMSE 0.964
+        against 0.961. Hence off by default.
+    tol : float, default=1e-4
+        Smallest rise of the validation score that counts as improvement.
     init_std : float, default=0.1
         Standard deviation of the random initial factors.
     n_jobs : int, default=None
@@ -153,6 +173,13 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         Adapted p_u of each known user.
     loss_curve_ : list of float
         Mean query loss of each epoch.
+    validation_scores_ : list of float
+        With ``early_stopping``: minus the validation users' mean query loss
+        after each epoch (higher is better, as scikit-learn's scores).
+    best_validation_score_ : float
+        With ``early_stopping``: the best of ``validation_scores_``.
+    best_iteration_ : int
+        With ``early_stopping``: the epoch (from 1) whose parameters were kept.
     n_iter_ : int
         Epochs run, :meth:`partial_fit` calls included.
     n_features_in_ : int
@@ -195,6 +222,10 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         "task_weighting": [StrOptions({"ratings", "users"})],
         "loss": [StrOptions({"squared", "logistic"})],
         "n_negatives": [Interval(Integral, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
         "init_std": [Interval(Real, 0, None, closed="left")],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
@@ -219,6 +250,10 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         task_weighting="ratings",
         loss="squared",
         n_negatives=4,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
         init_std=0.1,
         n_jobs=None,
         random_state=None,
@@ -239,6 +274,10 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         self.task_weighting = task_weighting
         self.loss = loss
         self.n_negatives = n_negatives
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
         self.init_std = init_std
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -270,8 +309,19 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         """
         users, items, y, w = self._prepare(X, y, sample_weight, reset=True)
         touched, _, _ = self._add_ratings(users, items, y, w, new_items="random")
-        self._train(touched, self.n_epochs)
-        self._refresh_users(touched)
+        held = None
+        if self.early_stopping:
+            n_held = int(round(self.validation_fraction * len(touched)))
+            if not 0 < n_held < len(touched):
+                raise ValueError(
+                    f"early_stopping needs validation users: validation_fraction={self.validation_fraction} "
+                    f"of {len(touched)} users holds out {n_held}."
+                )
+            held = np.zeros(len(touched), dtype=bool)
+            held[self._rng.permutation(len(touched))[:n_held]] = True
+            touched, held = touched[~held], touched[held]
+        self._train(touched, self.n_epochs, held)
+        self._refresh_users(np.sort(np.r_[touched, held]) if held is not None else touched)
         return self
 
     def partial_fit(self, X, y=None, sample_weight=None):
@@ -353,11 +403,16 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         return K.inner_settings(lam=self._inner_reg(), kappa=self.shrinkage, n_steps=self.n_inner_steps,
                                 logistic=self._logistic, n_neg=self._n_neg())
 
-    def _train(self, users, n_epochs):
+    def _train(self, users, n_epochs, validation_users=None):
+        """Meta-train on the tasks of ``users`` for ``n_epochs``; with
+        ``validation_users``, stop early on their score and keep the best
+        epoch's parameters."""
         if not hasattr(self, "loss_curve_"):
             self.loss_curve_ = []
         indptr, items, ratings, weights = self._log.csr(len(self._user_vocab))
         lo, hi = support_bounds(self.n_support, np.diff(indptr))
+        if validation_users is not None:
+            stopper = _EarlyStopping(self, validation_users, (indptr, items, ratings, weights, lo, hi))
         for _ in range(n_epochs):
             start = time.perf_counter()
             order = self._rng.permutation(users)
@@ -377,6 +432,35 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
                     f"-- Epoch {self.n_iter_}: query loss {self.loss_curve_[-1]:.5f}, "
                     f"{time.perf_counter() - start:.2f} s"
                 )
+            if validation_users is not None and stopper.should_stop():
+                break
+        if validation_users is not None:
+            stopper.restore_best()
+
+    def _validation_loss(self, csr, users, seed):
+        """Mean query loss (without the items' L2 penalty) of the tasks of
+        ``users`` (drawn from ``seed``), weighted by their ratings; nothing
+        is updated."""
+        indptr, items, ratings, weights, lo, hi = csr
+        n_items = len(self._item_vocab)
+        grad = np.zeros_like(self._theta)
+        grad_hyper = np.empty(self.n_factors + 2)
+        rows = np.empty(n_items, dtype=np.int64)
+        outer = K.outer_settings(first_order=True, hyper=False, per_rating=self.task_weighting == "ratings")
+        no_penalty = np.zeros(n_items)  # the score is the loss alone, not the items' L2
+        total, weight = 0.0, 0.0
+        for start in range(0, len(users), 1024):
+            batch = users[start : start + 1024]
+            counts = (indptr[batch + 1] - indptr[batch]) * (1 + self._n_neg())
+            offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
+            with numba_threads(self.n_jobs):
+                loss, _ = K.meta_batch_grad(
+                    indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
+                    self._alpha(), no_penalty, self._inner_settings(), outer, grad, grad_hyper, rows,
+                )
+            total += loss * offsets[-1]
+            weight += offsets[-1]
+        return total / weight
 
     def _batches(self, indptr, order):
         """Meta-batches of ``order`` and the running sums of their users'
@@ -391,6 +475,14 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
 
     def _finite(self):
         return bool(np.isfinite(self._theta).all())
+
+    def _snapshot(self):
+        """Copies of what early stopping restores: the learned parameters."""
+        return {"_theta": self._theta.copy()}
+
+    def _restore(self, snapshot):
+        for name, value in snapshot.items():
+            setattr(self, name, value)
 
     def _hyper_split(self, order):
         """(users whose tasks update the model, users whose tasks only update
@@ -449,3 +541,38 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             self._theta, len(self._item_vocab), self._alpha(), self._inner_settings(), out,
         )
         return out
+
+
+class _EarlyStopping:
+    """scikit-learn's rule (as in ``SGDRegressor``): stop after
+    ``n_iter_no_change`` epochs without the validation score rising by
+    ``tol`` over the best so far; keep the best epoch's parameters."""
+
+    def __init__(self, model, users, csr):
+        self.model, self.users, self.csr = model, users, csr
+        # One draw of support and query sets for every epoch, so that the
+        # scores are comparable.
+        self.seed = model._rng.randint(np.iinfo(np.int64).max, dtype=np.int64)
+        model.validation_scores_ = []
+        model.best_validation_score_ = -np.inf
+        model.best_iteration_ = 0
+        self.best = None
+        self.stale = 0
+
+    def should_stop(self):
+        model = self.model
+        score = -model._validation_loss(self.csr, self.users, self.seed)
+        model.validation_scores_.append(float(score))
+        if score > model.best_validation_score_ + model.tol:
+            self.stale = 0
+        else:
+            self.stale += 1
+        if score > model.best_validation_score_:
+            model.best_validation_score_ = float(score)
+            model.best_iteration_ = model.n_iter_
+            self.best = model._snapshot()
+        return self.stale >= model.n_iter_no_change
+
+    def restore_best(self):
+        if self.best is not None:
+            self.model._restore(self.best)

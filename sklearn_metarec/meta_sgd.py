@@ -54,7 +54,8 @@ class MetaSGDFactorizationRecommender(MAMLFactorizationRecommender):
         ``partial_fit`` included: a held-out user's ratings never train the
         item parameters or the prior.
     shrinkage, reg, item_shrinkage, meta_batch_size, n_epochs, n_support, first_order, \
-task_weighting, loss, n_negatives, init_std, n_jobs, random_state, verbose
+task_weighting, loss, n_negatives, early_stopping, validation_fraction, \
+n_iter_no_change, tol, init_std, n_jobs, random_state, verbose
         As in :class:`MAMLFactorizationRecommender`. With ``first_order``
         the hypergradients too hold the query gradient v_T fixed through the
         steps (no Hessian terms).
@@ -118,6 +119,10 @@ loss_curve_, n_iter_, n_features_in_, feature_names_in_
         task_weighting="ratings",
         loss="squared",
         n_negatives=4,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
         init_std=0.1,
         n_jobs=None,
         random_state=None,
@@ -129,7 +134,8 @@ loss_curve_, n_iter_, n_features_in_, feature_names_in_
             meta_batch_size=meta_batch_size,
             n_epochs=n_epochs, n_support=n_support, first_order=first_order,
             task_weighting=task_weighting, loss=loss, n_negatives=n_negatives,
-            init_std=init_std, n_jobs=n_jobs, random_state=random_state, verbose=verbose,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change, tol=tol, init_std=init_std, n_jobs=n_jobs, random_state=random_state, verbose=verbose,
         )
         self.learn_inner_reg = learn_inner_reg
         self.hyper_lr = hyper_lr
@@ -195,3 +201,6 @@ loss_curve_, n_iter_, n_features_in_, feature_names_in_
 
     def _finite(self):
         return super()._finite() and bool(np.isfinite(self._hyper).all())
+
+    def _snapshot(self):
+        return {**super()._snapshot(), "_hyper": self._hyper.copy()}

@@ -93,11 +93,15 @@ n_iter_, n_features_in_, feature_names_in_
 
     _parameter_constraints = {
         **{key: value for key, value in MAMLFactorizationRecommender._parameter_constraints.items()
-           if key not in ("first_order", "reg", "item_shrinkage", "task_weighting")},
+           if key not in ("first_order", "reg", "item_shrinkage", "task_weighting", "early_stopping",
+                          "validation_fraction", "n_iter_no_change", "tol")},
         "adapt_items": ["boolean"],
         "item_lr": [Interval(numbers.Real, 0, None, closed="neither"), None],
         "meta_lr": [Interval(numbers.Real, 0, 1, closed="right")],
     }
+
+    # Not a parameter: Reptile's outer loop has no query loss to validate on.
+    early_stopping = False
 
     def __init__(
         self,

@@ -184,3 +184,45 @@ def test_maml_beats_factorization_fold_in_on_five_rating_users():
         model.fit(X_train, y_train).fold_in(X_test[support], y_test[support])
         rmse[type(model).__name__] = np.sqrt(np.mean((model.predict(X_test[query]) - y_test[query]) ** 2))
     assert rmse["MAMLFactorizationRecommender"] < 0.98 * rmse["FactorizationRecommender"], rmse
+
+
+def test_early_stopping_keeps_the_best_epoch_and_trains_nothing_on_validation_users():
+    X, y = make_ratings(n_users=120, n_items=40, random_state=5)
+    base = dict(n_factors=4, meta_lr=0.05, n_epochs=30, early_stopping=True, validation_fraction=0.2,
+                n_iter_no_change=3, random_state=0)
+    model = MAMLFactorizationRecommender(**base).fit(X, y)
+    assert model.n_iter_ < 30 and len(model.validation_scores_) == model.n_iter_ == len(model.loss_curve_)
+    assert model.best_validation_score_ == max(model.validation_scores_)
+    assert model.validation_scores_[model.best_iteration_ - 1] == model.best_validation_score_
+    assert model.n_iter_ - model.best_iteration_ >= 3
+    # The kept parameters are those of the best epoch: a run that stops there
+    # (same random draws up to that epoch) ends with the same model.
+    short = MAMLFactorizationRecommender(**{**base, "n_epochs": model.best_iteration_, "n_iter_no_change": 99})
+    np.testing.assert_array_equal(short.fit(X, y).predict(X), model.predict(X))
+    # Every user, validation users included, is adapted and known afterwards.
+    assert len(model.user_ids_) == 120
+
+
+def test_early_stopping_never_trains_on_validation_users():
+    X, y = make_ratings(n_users=100, n_items=30, random_state=6)
+    model = MAMLFactorizationRecommender(n_factors=3, n_epochs=3, early_stopping=True, validation_fraction=0.3,
+                                         random_state=0)
+    start = MAMLFactorizationRecommender(n_factors=3, n_epochs=0, random_state=0).fit(X, y)
+    # Give each user an item nobody else rates: exactly the validation
+    # users' items must keep their initial parameters.
+    extra = np.array([[u, 1000 + u] for u in range(100)])
+    X2, y2 = np.vstack([X, extra]), np.r_[y, np.full(100, 5.0)]
+    model.fit(X2, y2)
+    start.fit(X2, y2)
+    moved = ~np.isclose(model.item_biases_, start.item_biases_)
+    own = model.item_ids_ >= 1000
+    moved_users = model.item_ids_[own & moved] - 1000
+    assert 0 < len(moved_users) < 100
+    held = np.setdiff1d(np.arange(100), moved_users)
+    assert len(held) == 30
+
+
+def test_early_stopping_needs_validation_users():
+    X, y = make_ratings(n_users=5, n_items=10, random_state=0)
+    with pytest.raises(ValueError, match="validation users"):
+        MAMLFactorizationRecommender(early_stopping=True, validation_fraction=0.01).fit(X, y)
