@@ -252,3 +252,41 @@ def test_catalogue_top_n_benchmark(tmp_path, monkeypatch, capsys):
     model = catalogue_top_n.METHODS["EmpiricalBayesRecommender"](0).fit(X, y)
     row = catalogue_top_n.scores(model, X, X[:40], y[:40])
     assert 0 < row["median_popularity"] <= np.bincount(X[:, 1]).max()
+
+
+def test_implicit_top_n_benchmark(tmp_path, monkeypatch, capsys):
+    from sklearn_metarec import MetaSGDFactorizationRecommender
+    from sklearn_metarec.datasets import make_ratings
+    from sklearn_metarec.metrics import ranking_report
+    from sklearn_metarec.model_selection import cold_start_split
+
+    _benchmarks(monkeypatch)
+    import implicit_top_n
+
+    X, y = make_ratings(n_users=150, n_items=50, mean_ratings=30, min_ratings=22, random_state=0)
+    # Its metric is the package's catalogue metric.
+    X_fit, X_q, y_fit, y_q = cold_start_split(X, y, n_support=10, test_size=0.2, random_state=0)
+    model = MetaSGDFactorizationRecommender(loss="logistic", n_factors=4, n_epochs=3, random_state=0).fit(X_fit)
+    lists = model.recommend(np.unique(X_q[:, 0]), n=20)[0]
+    ndcg, recall = implicit_top_n.top_n_scores(lists, X_q, y_q)
+    assert ndcg == pytest.approx(ranking_report(model, X_q, y_q, k=10, mode="catalogue", metrics=["ndcg"])["ndcg"])
+    assert recall == pytest.approx(
+        ranking_report(model, X_q, y_q, k=20, mode="catalogue", metrics=["recall"])["recall"])
+    # Popularity lists leave seen items out and are ordered by count.
+    pop = implicit_top_n.Popularity().fit(X_fit)
+    user = X_q[0, 0]
+    row = pop.lists([user], 5)[0]
+    assert not set(row) & set(X_fit[X_fit[:, 0] == user, 1])
+    counts = dict(zip(pop.items_, pop.counts_))
+    assert all(counts[a] >= counts[b] for a, b in zip(row[:-1], row[1:]))
+    names = ["popularity", implicit_top_n.OURS[0]]
+    try:
+        import implicit  # noqa: F401
+        names.append("implicit ALS")
+    except ImportError:  # the peer is a benchmark extra
+        pass
+    results = implicit_top_n.run(X, y, seeds=(0,), names=names)
+    assert set(results) == set(names)
+    text = implicit_top_n.table(results)
+    assert f"| {implicit_top_n.OURS[0]} | " in text
+    assert "(popularity)" in text or "(implicit ALS)" in text
