@@ -34,13 +34,21 @@ def test_example_runs(capsys, monkeypatch):
     assert "new users with 5 ratings" in capsys.readouterr().out
 
 
-def test_movielens_example_runs_on_files_in_the_official_format(tmp_path, monkeypatch, capsys):
-    from sklearn_metarec import FactorizationRecommender, MAMLFactorizationRecommender
+def ml100k_like_files(folder, n_users):
+    """Synthetic ratings written as GroupLens's u.data (1-based ids, a
+    timestamp column); returns them as (X, y) with 0-based ids."""
     from sklearn_metarec.datasets import make_ratings
 
-    X, y = make_ratings(n_users=120, n_items=50, mean_ratings=30, min_ratings=22, random_state=0)
+    X, y = make_ratings(n_users=n_users, n_items=50, mean_ratings=30, min_ratings=22, random_state=0)
     lines = [f"{u + 1}\t{i + 1}\t{int(r)}\t{880000000 + n}\n" for n, ((u, i), r) in enumerate(zip(X, y))]
-    (tmp_path / "u.data").write_text("".join(lines))
+    (folder / "u.data").write_text("".join(lines))
+    return X, y
+
+
+def test_movielens_example_runs_on_files_in_the_official_format(tmp_path, monkeypatch, capsys):
+    from sklearn_metarec import FactorizationRecommender, MAMLFactorizationRecommender
+
+    X, y = ml100k_like_files(tmp_path, n_users=120)
     sys.path.insert(0, str(ROOT / "examples"))
     try:
         import cold_start_movielens as example
@@ -78,14 +86,10 @@ def _benchmarks(monkeypatch):
 
 
 def test_cold_start_benchmark_runs_on_files_in_the_official_format(tmp_path, monkeypatch, capsys):
-    from sklearn_metarec.datasets import make_ratings
-
     _benchmarks(monkeypatch)
     import cold_start
 
-    X, y = make_ratings(n_users=150, n_items=50, mean_ratings=30, min_ratings=22, random_state=0)
-    lines = [f"{u + 1}\t{i + 1}\t{int(r)}\t{880000000 + n}\n" for n, ((u, i), r) in enumerate(zip(X, y))]
-    (tmp_path / "u.data").write_text("".join(lines))
+    X, y = ml100k_like_files(tmp_path, n_users=150)
     out = tmp_path / "cold_start.md"
     cold_start.main(["--data", str(tmp_path), "--shots", "5", "--seeds", "0", "--out", str(out),
                      "--methods", "Empirical-Bayes bias model", "FactorizationRecommender, tuned", *cold_start.OURS])
@@ -235,14 +239,10 @@ def test_side_information_benchmark_finds_a_planted_signal(tmp_path, monkeypatch
 
 
 def test_catalogue_top_n_benchmark(tmp_path, monkeypatch, capsys):
-    from sklearn_metarec.datasets import make_ratings
-
     _benchmarks(monkeypatch)
     import catalogue_top_n
 
-    X, y = make_ratings(n_users=150, n_items=50, mean_ratings=30, min_ratings=22, random_state=0)
-    lines = [f"{u + 1}\t{i + 1}\t{int(r)}\t{880000000 + n}\n" for n, ((u, i), r) in enumerate(zip(X, y))]
-    (tmp_path / "u.data").write_text("".join(lines))
+    X, y = ml100k_like_files(tmp_path, n_users=150)
     out = tmp_path / "top_n.md"
     catalogue_top_n.main(["--data", str(tmp_path), "--k", "5", "--seeds", "0", "--out", str(out)])
     text = out.read_text()

@@ -3,7 +3,6 @@ over a batch's item rows, Reptile's step."""
 
 import math
 
-import numpy as np
 from numba import prange
 
 from ._jit import jit

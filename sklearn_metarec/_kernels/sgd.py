@@ -1,7 +1,5 @@
 """Plain SGD epochs of the factorization baseline."""
 
-import numpy as np
-
 from ._jit import jit
 from .maths import _loss_terms, _score, unpack
 from .sampling import _kth_unseen, _randbelow, _task_state
