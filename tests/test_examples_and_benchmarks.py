@@ -290,3 +290,25 @@ def test_implicit_top_n_benchmark(tmp_path, monkeypatch, capsys):
     text = implicit_top_n.table(results)
     assert f"| {implicit_top_n.OURS[0]} | " in text
     assert "(popularity)" in text or "(implicit ALS)" in text
+
+
+def test_robustness_benchmark(tmp_path, monkeypatch, capsys):
+    _benchmarks(monkeypatch)
+    import robustness
+
+    X, y = ml100k_like_files(tmp_path, n_users=150)
+    # The long-tail variant keeps about the requested ratings per item, and
+    # takes most from the popular items.
+    X_tail, _ = robustness.long_tail(X, y, np.random.RandomState(0), mean_per_item=12.0)
+    _, before = np.unique(X[:, 1], return_counts=True)
+    items, after = np.unique(X_tail[:, 1], return_counts=True)
+    assert abs(len(X_tail) / len(np.unique(X[:, 1])) - 12.0) < 2.0
+    assert after.max() < 0.6 * before.max()
+    out = tmp_path / "robustness.md"
+    robustness.main(["--data", str(tmp_path), "--shots", "5", "--seeds", "0", "1", "--out", str(out),
+                     "--variants", "ml-100k", "half stars", "30% of users"])
+    text = out.read_text()
+    for variant in ("ml-100k", "half stars", "30% of users"):
+        assert f"| {variant} | 5 | " in text
+    assert "long tail" not in text.split("\n|")[-1]
+    assert text.count("(lead)") + text.count("(tie)") + text.count("(behind)") == 6
