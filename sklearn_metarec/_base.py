@@ -1,7 +1,9 @@
 """What every recommender of the package shares: id handling, the rating
 log, fold-in, prediction and the fitted attributes of the factorization model."""
 
+import functools
 import numbers
+import threading
 import warnings
 from contextlib import contextmanager
 
@@ -10,6 +12,7 @@ import numpy as np
 from scipy.special import expit
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, InvalidParameterError
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _kernels as K
@@ -44,6 +47,26 @@ def numba_threads(n_jobs):
 
 class DivergenceError(ValueError, FloatingPointError):
     """Training produced non-finite values (learning rate too large)."""
+
+
+# Bounds of the parameters that size memory or loops in the kernels: beyond
+# them a call would allocate without limit or never end, so they are refused.
+MAX_FACTORS = 1024
+MAX_INNER_STEPS = 1000
+MAX_NEGATIVES = 1000
+
+
+def serialized(method):
+    """Run a state-changing method under the estimator's lock, so that
+    concurrent writers (``fit``, ``partial_fit``, ``fold_in``) give the model
+    of some serial order."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._writer_lock():
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
@@ -110,9 +133,14 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
 
     def __getstate__(self):
         state = super().__getstate__()
+        state.pop("_lock", None)  # a lock is per process; a copy gets its own
         if "_user_buf" in state:  # no spare capacity in pickles
             state["_user_buf"] = self._users.copy()
         return state
+
+    def _writer_lock(self):
+        # setdefault is atomic, so two threads never get different locks.
+        return self.__dict__.setdefault("_lock", threading.RLock())
 
     def _unpacked(self):
         return K.unpack(self._theta, len(self._item_vocab), self._users.shape[1])
@@ -149,11 +177,40 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         w = check_weights(sample_weight, len(users))
         return users, items, y, w
 
+    def _validate_params(self):
+        super()._validate_params()
+        params = self.get_params(deep=False)
+        for name, value in params.items():
+            # bool is an int to Python and to scikit-learn's constraints.
+            constraints = self._parameter_constraints.get(name, [])
+            if isinstance(value, bool) and any(isinstance(c, Interval) for c in constraints):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be a number, not a bool; got {value!r}."
+                )
+
+    def _check_update(self):
+        """Validate the parameters again before a call that updates a
+        fitted model, and refuse changes to those that fix its structure."""
+        self._validate_params()
+        now = self._structural_params()
+        for name, fitted in self._structure.items():
+            if now[name] != fitted:
+                raise ValueError(
+                    f"{name} was {fitted!r} when the model was fitted and is now {now[name]!r}; "
+                    f"it fixes the model's structure, so call fit to change it."
+                )
+
+    def _structural_params(self):
+        return {"n_factors": self.n_factors, "loss": getattr(self, "loss", "squared")}
+
     def _prepare(self, X, y, sample_weight, reset):
         """Validate a fit-like call; ``reset`` (fit, or a first partial_fit)
-        also validates the parameters and starts from scratch."""
+        starts from scratch, and any other call may not change the model's
+        structure."""
         if reset:
             self._validate_params()
+        else:
+            self._check_update()
         users, items, y, w = self._check_ratings(X, y, sample_weight, reset=reset)
         if reset:
             self._start(check_random_state(self.random_state))
@@ -184,6 +241,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
                      "loss_curve_"):
             self.__dict__.pop(name, None)  # a refit starts from scratch
         self._rng = rng
+        self._structure = self._structural_params()
         self._user_vocab = Vocabulary("user")
         self._item_vocab = Vocabulary("item")
         self._log = RatingLog()
@@ -299,6 +357,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             K.predict(u, i, self._users, self._theta, len(self._item_vocab), self._users.shape[1], out)
         return expit(out) if self._logistic else out
 
+    @serialized
     def fold_in(self, X, y=None, sample_weight=None):
         """Fold new ratings into the users' parameters; the cheap serving path.
 
@@ -325,6 +384,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             The estimator, with the users of ``X`` updated.
         """
         check_is_fitted(self)
+        self._check_update()
         users, items, y, w = self._check_ratings(X, y, sample_weight, reset=False)
         touched, fresh, n_users_old = self._add_ratings(users, items, y, w, new_items="zeros")
         self._refresh_users(touched, fresh, n_users_old)

@@ -5,7 +5,7 @@ from numbers import Integral
 import numpy as np
 from sklearn.utils._param_validation import Interval
 
-from ._base import BaseFactorizationRecommender
+from ._base import BaseFactorizationRecommender, serialized
 
 
 def _shrunk_means(groups, residual, weights, n_groups, lam, prior):
@@ -107,6 +107,7 @@ user_bias_prior_, item_factors_, user_factors_, user_factors_prior_
         self.n_jobs = n_jobs
         self.random_state = random_state
 
+    @serialized
     def fit(self, X, y, sample_weight=None):
         """Estimate the shrinkage and fit μ, b_i, b₀ and every b_u.
 
@@ -130,6 +131,7 @@ user_bias_prior_, item_factors_, user_factors_, user_factors_prior_
         self._refresh_users(touched)
         return self
 
+    @serialized
     def partial_fit(self, X, y, sample_weight=None):
         """Add ratings and refit on all ratings seen so far.
 

@@ -8,7 +8,7 @@ from scipy.special import logit
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _kernels as K
-from ._base import BaseFactorizationRecommender, DivergenceError
+from ._base import MAX_FACTORS, MAX_NEGATIVES, BaseFactorizationRecommender, DivergenceError, serialized
 
 
 class FactorizationRecommender(BaseFactorizationRecommender):
@@ -87,12 +87,12 @@ class FactorizationRecommender(BaseFactorizationRecommender):
     """
 
     _parameter_constraints = {
-        "n_factors": [Interval(Integral, 1, None, closed="left")],
+        "n_factors": [Interval(Integral, 1, MAX_FACTORS, closed="both")],
         "n_epochs": [Interval(Integral, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "reg": [Interval(Real, 0, None, closed="left")],
         "loss": [StrOptions({"squared", "logistic"})],
-        "n_negatives": [Interval(Integral, 0, None, closed="left")],
+        "n_negatives": [Interval(Integral, 0, MAX_NEGATIVES, closed="both")],
         "init_std": [Interval(Real, 0, None, closed="left")],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
@@ -124,6 +124,7 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         self.random_state = random_state
         self.verbose = verbose
 
+    @serialized
     def fit(self, X, y=None, sample_weight=None):
         """Fit by SGD on all ratings.
 
@@ -147,6 +148,7 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         self._sgd(np.arange(len(y)), self.n_epochs)
         return self
 
+    @serialized
     def partial_fit(self, X, y=None, sample_weight=None):
         """One SGD pass over new ratings; new users and items join the model.
 

@@ -8,7 +8,8 @@ from scipy.special import logit
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _kernels as K
-from ._base import BaseFactorizationRecommender, DivergenceError, numba_threads
+from ._base import (MAX_FACTORS, MAX_INNER_STEPS, MAX_NEGATIVES, BaseFactorizationRecommender, DivergenceError,
+                    numba_threads, serialized)
 
 
 def support_bounds(n_support, counts):
@@ -30,12 +31,12 @@ def _check_n_support(n_support):
         ok = (
             len(n_support) == 2
             and all(isinstance(s, Integral) and not isinstance(s, bool) for s in n_support)
-            and 0 <= n_support[0] <= n_support[1]
+            and 0 <= n_support[0] <= n_support[1] <= np.iinfo(np.int64).max
         )
         if not ok:
             raise ValueError(
                 "n_support as a range must be a pair of integers (min, max) with "
-                f"0 <= min <= max; got {n_support!r}."
+                f"0 <= min <= max < 2**63; got {n_support!r}."
             )
 
 
@@ -202,8 +203,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
     """
 
     _parameter_constraints = {
-        "n_factors": [Interval(Integral, 1, None, closed="left")],
-        "n_inner_steps": [Interval(Integral, 0, None, closed="left")],
+        "n_factors": [Interval(Integral, 1, MAX_FACTORS, closed="both")],
+        "n_inner_steps": [Interval(Integral, 0, MAX_INNER_STEPS, closed="both")],
         "inner_lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "inner_reg": [Interval(Real, 0, None, closed="left")],
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
@@ -212,7 +213,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         "meta_batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_epochs": [Interval(Integral, 0, None, closed="left")],
         "n_support": [
-            Interval(Integral, 0, None, closed="left"),
+            Interval(Integral, 0, np.iinfo(np.int64).max, closed="both"),
             Interval(Real, 0, 1, closed="neither"),
             tuple,
             list,
@@ -221,7 +222,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         "shrinkage": [Interval(Real, 0, None, closed="left")],
         "task_weighting": [StrOptions({"ratings", "users"})],
         "loss": [StrOptions({"squared", "logistic"})],
-        "n_negatives": [Interval(Integral, 0, None, closed="left")],
+        "n_negatives": [Interval(Integral, 0, MAX_NEGATIVES, closed="both")],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -287,6 +288,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         super()._validate_params()
         _check_n_support(self.n_support)
 
+    @serialized
     def fit(self, X, y=None, sample_weight=None):
         """Meta-train on all users, then adapt every known user.
 
@@ -324,6 +326,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         self._refresh_users(np.sort(np.r_[touched, held]) if held is not None else touched)
         return self
 
+    @serialized
     def partial_fit(self, X, y=None, sample_weight=None):
         """Add ratings and meta-train online on the users they touch.
 

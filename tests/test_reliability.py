@@ -1,0 +1,105 @@
+"""Parameters that size memory or loops are bounded, every updating call
+validates them again, and concurrent writers are serialized."""
+
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+from sklearn_metarec import (EmpiricalBayesRecommender, FactorizationRecommender, MAMLFactorizationRecommender,
+                             MetaSGDFactorizationRecommender, ReptileFactorizationRecommender)
+from sklearn_metarec.datasets import make_ratings
+
+SMALL = {
+    MAMLFactorizationRecommender: dict(n_factors=3, n_epochs=2),
+    MetaSGDFactorizationRecommender: dict(n_factors=3, n_epochs=2),
+    ReptileFactorizationRecommender: dict(n_factors=3, n_epochs=2),
+    FactorizationRecommender: dict(n_factors=3, n_epochs=2),
+}
+
+
+def data():
+    return make_ratings(n_users=40, n_items=20, mean_ratings=8, min_ratings=3, random_state=0)
+
+
+def state(model):
+    """Everything a call could change, as bytes."""
+    return pickle.dumps({k: v for k, v in vars(model).items() if k != "_lock"})
+
+
+# These values crashed the process (segfault, heap corruption) or hung: they
+# sized an allocation or a loop in the kernels.
+UNBOUNDED = [("n_inner_steps", 2**40), ("n_inner_steps", 10**9), ("n_negatives", 2**62), ("n_factors", 10**6),
+             ("n_factors", True), ("n_support", (0, 10**20)), ("n_support", 10**20)]
+
+
+@pytest.mark.parametrize("cls, param, value", [
+    (cls, param, value) for cls in SMALL for param, value in UNBOUNDED if param in cls().get_params()])
+def test_unbounded_sizes_are_refused_with_the_parameter_named(cls, param, value):
+    X, y = data()
+    with pytest.raises(ValueError, match=param):
+        cls(**{**SMALL[cls], param: value, "loss": "logistic" if param == "n_negatives" else "squared"}).fit(X, y)
+
+
+INVALID_LATER = [("n_negatives", -1), ("n_inner_steps", -3), ("n_support", (-5, -1)), ("init_std", -1.0),
+                 ("n_factors", 8), ("loss", "logistic")]
+
+
+@pytest.mark.parametrize("cls, param, value", [
+    (cls, param, value) for cls in SMALL for param, value in INVALID_LATER if param in cls().get_params()]
+    + [(EmpiricalBayesRecommender, "min_ratings", 1)])
+def test_updating_calls_validate_again_and_change_nothing_on_error(cls, param, value):
+    # partial_fit and fold_in used to run with parameters set after fit,
+    # unchecked; n_factors and loss fix the model's structure.
+    X, y = data()
+    model = cls(**SMALL.get(cls, {}), random_state=0).fit(X, y)
+    good = model.get_params()[param]
+    before = state(model)
+    model.set_params(**{param: value})
+    new = np.column_stack([np.full(3, 900), X[:3, 1]])
+    for call in (model.partial_fit, model.fold_in):
+        with pytest.raises(ValueError, match=param):
+            call(new, [5.0, 4.0, 3.0])
+    model.set_params(**{param: good})
+    assert state(model) == before
+    model.fold_in(new, [5.0, 4.0, 3.0])  # usable again once the value is restored
+    assert np.isfinite(model.predict(new)).all()
+
+
+@pytest.mark.parametrize("cls", [MAMLFactorizationRecommender, EmpiricalBayesRecommender])
+def test_concurrent_fold_ins_equal_serial_ones(cls):
+    # Writers are serialized by the estimator: 8 threads folding in 8 new
+    # users give each of them what a serial fold-in gives.
+    X, y = data()
+    model = cls(**SMALL.get(cls, {}), random_state=0).fit(X, y)
+    serial = pickle.loads(pickle.dumps(model))
+    rng = np.random.default_rng(0)
+    batches = [(np.column_stack([np.full(4, 1000 + t), rng.choice(X[:, 1], 4, replace=False)]),
+                rng.integers(1, 6, 4).astype(float)) for t in range(8)]
+    for Xb, yb in batches:
+        serial.fold_in(Xb, yb)
+    barrier = threading.Barrier(8)
+
+    def work(Xb, yb):
+        barrier.wait()
+        model.fold_in(Xb, yb)
+
+    threads = [threading.Thread(target=work, args=b) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    query = np.column_stack([np.repeat(np.arange(1000, 1008), 5), np.tile(X[:5, 1], 8)])
+    np.testing.assert_array_equal(model.predict(query), serial.predict(query))
+    assert len(model.user_ids_) == len(serial.user_ids_)
+
+
+def test_pickles_leave_the_lock_behind():
+    X, y = data()
+    model = MAMLFactorizationRecommender(**SMALL[MAMLFactorizationRecommender], random_state=0).fit(X, y)
+    assert "_lock" in vars(model)
+    copy = pickle.loads(pickle.dumps(model))
+    assert "_lock" not in vars(copy)
+    copy.fold_in([[500, X[0, 1]]], [4.0])
+    assert copy._writer_lock() is not model._writer_lock()
