@@ -56,17 +56,61 @@ MAX_INNER_STEPS = 1000
 MAX_NEGATIVES = 1000
 
 
-def serialized(method):
-    """Run a state-changing method under the estimator's lock, so that
-    concurrent writers (``fit``, ``partial_fit``, ``fold_in``) give the model
-    of some serial order."""
+def serialized(method=None, *, in_place=True):
+    """Make a state-changing method a transaction: it runs under the
+    estimator's lock, so that concurrent writers (``fit``, ``partial_fit``,
+    ``fold_in``) give the model of some serial order, and if it raises, the
+    estimator is put back exactly as it was. ``in_place=False`` declares
+    that the method replaces arrays rather than writing into them (but for
+    rows past the known users, and its last step, which cannot fail), so
+    none is copied: this keeps ``fold_in`` O(its users), not O(the model)."""
+    if method is None:
+        return functools.partial(serialized, in_place=in_place)
 
     @functools.wraps(method)
-    def locked(self, *args, **kwargs):
+    def transaction(self, *args, **kwargs):
         with self._writer_lock():
-            return method(self, *args, **kwargs)
+            saved = _save_state(self, in_place)
+            try:
+                return method(self, *args, **kwargs)
+            except BaseException:
+                _restore_state(self, saved)
+                raise
 
-    return locked
+    return transaction
+
+
+def _save_state(est, in_place):
+    """What ``_restore_state`` needs to undo a call: the attribute dict, the
+    contents of lists, vocabularies and the rating log, the random state,
+    and with ``in_place`` copies of every array, which the call may write
+    into."""
+    state = dict(vars(est))
+    inner = {name: dict(vars(value)) for name, value in state.items() if isinstance(value, (Vocabulary, RatingLog))}
+    for saved in inner.values():
+        if "_chunks" in saved:
+            saved["_chunks"] = list(saved["_chunks"])
+    lists = {name: list(value) for name, value in state.items() if isinstance(value, list)}
+    arrays = {}
+    if in_place:
+        arrays = {name: value.copy() for name, value in state.items() if isinstance(value, np.ndarray)}
+    rng = state.get("_rng")
+    return state, inner, lists, arrays, rng.get_state() if rng is not None else None
+
+
+def _restore_state(est, saved):
+    state, inner, lists, arrays, rng_state = saved
+    vars(est).clear()
+    vars(est).update(state)
+    for name, values in inner.items():
+        vars(state[name]).clear()
+        vars(state[name]).update(values)
+    for name, values in lists.items():
+        state[name][:] = values
+    for name, values in arrays.items():
+        state[name][...] = values
+    if rng_state is not None:
+        state["_rng"].set_state(rng_state)
 
 
 class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
@@ -261,13 +305,8 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         """
         n_users_old = len(self._user_vocab)
         n_items_old = len(self._item_vocab)
-        saved = dict(vars(self._user_vocab))
         u, _ = self._user_vocab.extend(users)
-        try:
-            i, n_new_items = self._item_vocab.extend(items)
-        except TypeError:  # leave the estimator as it was
-            vars(self._user_vocab).update(saved)
-            raise
+        i, n_new_items = self._item_vocab.extend(items)
         self._all_positive = self._all_positive and bool((y == 1.0).all())
         d = self.n_factors + 1
         if not hasattr(self, "_theta"):
@@ -357,7 +396,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             K.predict(u, i, self._users, self._theta, len(self._item_vocab), self._users.shape[1], out)
         return expit(out) if self._logistic else out
 
-    @serialized
+    @serialized(in_place=False)
     def fold_in(self, X, y=None, sample_weight=None):
         """Fold new ratings into the users' parameters; the cheap serving path.
 

@@ -103,3 +103,49 @@ def test_pickles_leave_the_lock_behind():
     assert "_lock" not in vars(copy)
     copy.fold_in([[500, X[0, 1]]], [4.0])
     assert copy._writer_lock() is not model._writer_lock()
+
+
+@pytest.mark.parametrize("cls", list(SMALL))
+def test_a_diverging_partial_fit_changes_nothing(cls):
+    # It used to keep its ratings, so that later clean calls diverged again.
+    X, y = data()
+    model = cls(**SMALL[cls], random_state=0).fit(X, y)
+    new = np.column_stack([np.full(6, 900), X[:6, 1]])
+    # Meta-SGD's inner steps are learned, so its outer step is the one to blow up.
+    model.set_params(**{MAMLFactorizationRecommender: {"inner_lr": 1e6}, ReptileFactorizationRecommender: {"inner_lr": 1e6},
+                        MetaSGDFactorizationRecommender: {"meta_lr": 1e8}, FactorizationRecommender: {"lr": 1e6}}[cls])
+    with pytest.raises(ValueError, match="diverged"):
+        for _ in range(5):  # a step this large diverges within a few calls
+            before, pred = state(model), model.predict(X)
+            model.partial_fit(new, np.full(6, 5.0))
+    assert state(model) == before
+    np.testing.assert_array_equal(model.predict(X), pred)
+
+
+def test_a_failing_fold_in_changes_nothing():
+    X, y = data()
+    model = MAMLFactorizationRecommender(**SMALL[MAMLFactorizationRecommender], random_state=0).fit(X, y)
+    before = state(model)
+    pd = pytest.importorskip("pandas")
+    with pytest.raises(TypeError, match="item ids"):
+        model.fold_in(pd.DataFrame({"user": [900, 901], "item": ["a string item", "another"]}), [4.0, 5.0])
+    assert state(model) == before
+    # A diverging fold-in: a new user and a new item, then nothing of them.
+    model.set_params(inner_lr=1e100)
+    with pytest.raises(ValueError, match="diverged"):
+        model.fold_in(np.array([[900, X[0, 1]], [900, 12345]]), [5.0, 1.0])
+    model.set_params(inner_lr="auto")
+    assert state(model) == before
+    assert 900 not in model.user_ids_ and 12345 not in model.item_ids_
+
+
+def test_a_failing_refit_leaves_the_fitted_model():
+    X, y = data()
+    model = MAMLFactorizationRecommender(**SMALL[MAMLFactorizationRecommender], random_state=0).fit(X, y)
+    before = state(model)
+    with pytest.raises(ValueError):
+        model.fit(X, np.full(len(y), np.nan))
+    with pytest.raises(ValueError, match="diverged"):
+        model.set_params(inner_lr=1e30).fit(X, y)
+    model.set_params(inner_lr="auto")
+    assert state(model) == before
