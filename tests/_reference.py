@@ -165,5 +165,5 @@ def adam_rows(theta, grad, m, v_head, v_items, step, lr, n_items, d, rows, row_s
     c1 = 1 - 0.9 ** row_steps[rows]
     for idx, v, c in ((b, v_items[0], c1), (q, v_items[1], np.repeat(c1, k))):
         m[idx] = 0.9 * m[idx] + 0.1 * grad[idx]
-        theta[idx] -= lr * (m[idx] / c) / (np.sqrt(v / c2) + 1e-8)
+        theta[idx] -= lr * np.clip(m[idx] / c / (np.sqrt(v / c2) + 1e-8), -1.0, 1.0)
     return theta, m, v_head, v_items, row_steps

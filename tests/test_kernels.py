@@ -186,25 +186,40 @@ def test_lazy_adam_matches_its_reference_and_moves_the_given_rows_only():
     np.testing.assert_array_equal(row_steps, [1, 4, 0, 0, 8, 2])
 
 
+def test_lazy_adam_caps_each_step_at_lr():
+    # An entry far above its block's RMS steps lr, not a multiple of it.
+    n_items, d = 3, 2
+    size = 1 + d + n_items * d
+    theta, grad = np.zeros(size), np.zeros(size)
+    grad[1 + d:1 + d + n_items] = [1e-3, 1e-3, 10.0]
+    m, v_head, v_items = np.zeros(size), np.zeros(1 + d), np.zeros(2)
+    K.adam_rows(theta, grad, m, v_head, v_items, 1, 0.01, n_items, d, np.arange(3, dtype=np.int64), 3,
+                np.zeros(3, dtype=np.int64))
+    assert theta[1 + d + 2] == -0.01
+    assert -0.01 < theta[1 + d] < 0
+
+
 def test_lazy_adam_steps_follow_each_items_gradient():
     # One second moment per block: an item with ten times the gradient (say,
     # ten times the ratings in the batch) moves ten times as far, as in SGD,
-    # where per-entry Adam would move both by about lr.
-    n_items, d = 2, 2
+    # where per-entry Adam would move both by about lr. (Two busy items set
+    # the block's scale; their own steps are capped at lr.)
+    n_items, d = 4, 2
     size = 1 + d + n_items * d
     theta, grad = np.zeros(size), np.zeros(size)
-    grad[1 + d:] = [0.01, 0.1, 0.01, 0.1]  # b_0, b_1, q_0, q_1
+    grad[1 + d:] = [0.001, 0.01, 0.1, 0.1] * 2  # biases, then factors
     m, v_head, v_items = np.zeros(size), np.zeros(1 + d), np.zeros(2)
-    row_steps = np.array([0, 0], dtype=np.int64)
-    K.adam_rows(theta, grad, m, v_head, v_items, 1, 0.01, n_items, d, np.array([0, 1], dtype=np.int64), 2,
-                row_steps)
-    np.testing.assert_allclose(theta[1 + d + 1] / theta[1 + d], 10.0, rtol=1e-9)
-    np.testing.assert_allclose(theta[1 + d + 3] / theta[1 + d + 2], 10.0, rtol=1e-9)
+    row_steps = np.zeros(n_items, dtype=np.int64)
+    K.adam_rows(theta, grad, m, v_head, v_items, 1, 0.01, n_items, d, np.arange(4, dtype=np.int64), 4, row_steps)
+    b = theta[1 + d : 1 + d + n_items]
+    np.testing.assert_allclose(b[1] / b[0], 10.0, rtol=1e-9)
+    np.testing.assert_allclose(theta[1 + d + n_items + 1] / theta[1 + d + n_items], 10.0, rtol=1e-9)
     # At the first step the corrected moments are the gradient and the
     # block's mean square.
-    rms = np.sqrt(np.mean(grad[1 + d:] ** 2))
-    np.testing.assert_allclose(theta[1 + d], -0.01 * 0.01 / rms, rtol=1e-6)
-    assert row_steps.tolist() == [1, 1]
+    rms = np.sqrt(np.mean(grad[1 + d : 1 + d + n_items] ** 2))
+    np.testing.assert_allclose(b[0], -0.01 * 0.001 / rms, rtol=1e-6)
+    np.testing.assert_array_equal(b[2:], -0.01)
+    assert row_steps.tolist() == [1, 1, 1, 1]
 
 
 def test_meta_gradient_writes_only_the_batch_rows(problem):
