@@ -21,6 +21,7 @@ from ._data import (
     RatingLog,
     Vocabulary,
     as_2d,
+    check_id_column,
     check_ids,
     check_ratings,
     check_weights,
@@ -476,6 +477,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         users = np.atleast_1d(np.asarray(users))
         if users.ndim != 1:
             raise ValueError(f"users must be a 1-D array of ids; got shape {users.shape}.")
+        check_id_column(users, "user", source="users")
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"n must be a positive integer; got {n!r}.")
         if items is None:
@@ -485,6 +487,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             candidate_ids = np.asarray(items)
             if candidate_ids.ndim != 1 or len(candidate_ids) == 0:
                 raise ValueError("items must be a non-empty 1-D array of item ids.")
+            check_id_column(candidate_ids, "item", source="items")
             candidates = self._item_vocab.lookup(candidate_ids)
             known = candidates[candidates >= 0]
             if len(np.unique(known)) < len(known):

@@ -27,13 +27,16 @@ def _column(X, j):
     return X[:, j]
 
 
-def _check_id_column(col, name):
+def check_id_column(col, name, source="Input X"):
+    """``col`` if it can hold ids of kind ``name`` ("user" or "item"): no
+    NaN, infinity or missing values, no complex numbers; ``source`` names
+    where the ids came from in the errors."""
     if col.dtype.kind == "c":
-        raise ValueError("Complex data not supported: X holds ids.")
+        raise ValueError(f"Complex data not supported: {source} holds ids.")
     if col.dtype.kind == "f":
         if not np.isfinite(col).all():
             raise ValueError(
-                f"Input X contains NaN or infinity in the {name} id column; "
+                f"{source} contains NaN or infinity in the {name} id column; "
                 "every rating needs a user id and an item id."
             )
     elif col.dtype.kind == "O":
@@ -44,7 +47,7 @@ def _check_id_column(col, name):
             missing[:] = True
         if missing.any():
             raise ValueError(
-                f"Input X contains NaN or missing values in the {name} id column; "
+                f"{source} contains NaN or missing values in the {name} id column; "
                 "every rating needs a user id and an item id."
             )
     elif col.dtype.kind not in "biuUS":
@@ -91,8 +94,8 @@ def check_ids(X):
             f"Found array with {n_columns} feature(s) (shape={X.shape}) while a "
             "minimum of 2 is required: the user id and the item id columns."
         )
-    users = _check_id_column(_column(X, 0), "user")
-    items = _check_id_column(_column(X, 1), "item")
+    users = check_id_column(_column(X, 0), "user")
+    items = check_id_column(_column(X, 1), "item")
     return users, items, n_columns
 
 

@@ -149,3 +149,13 @@ def test_a_failing_refit_leaves_the_fitted_model():
         model.set_params(inner_lr=1e30).fit(X, y)
     model.set_params(inner_lr="auto")
     assert state(model) == before
+
+
+@pytest.mark.parametrize("bad", [[None], [np.nan], [0, np.inf], np.array([1, None], dtype=object)])
+def test_recommend_refuses_missing_ids_as_predict_does(bad):
+    X, y = data()
+    model = MAMLFactorizationRecommender(**SMALL[MAMLFactorizationRecommender], random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="users contains NaN"):
+        model.recommend(bad)
+    with pytest.raises(ValueError, match="items contains NaN"):
+        model.recommend([0], items=bad)
