@@ -253,11 +253,19 @@ class _Files:
         return raw.decode(encoding)
 
 
-def _numbers(text, n_columns, dtype=np.float64):
-    values = np.array(text.split(), dtype=dtype)
-    if len(values) % n_columns:
-        raise ValueError("A ratings file has rows with a wrong number of fields.")
-    return values.reshape(-1, n_columns)
+def _numbers(text, n_columns, dtype=np.float64, name="A ratings file"):
+    """The whitespace-separated numbers of ``text``, ``n_columns`` a line.
+    Lines are counted, not only fields: a file with a column missing must
+    not be read with its columns shifted."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    fields = text.split()
+    if len(fields) != len(lines) * n_columns:
+        number, line = next((n, line) for n, line in enumerate(text.splitlines(), 1)
+                            if line.strip() and len(line.split()) != n_columns)
+        raise ValueError(
+            f"{name} has {len(line.split())} fields on line {number} where {n_columns} are expected: {line!r}."
+        )
+    return np.array(fields, dtype=dtype).reshape(-1, n_columns)
 
 
 def _genre_matrix(per_item):
@@ -275,7 +283,7 @@ def _year(text):
 
 
 def _read_100k(files):
-    r = _numbers(files.text("u.data", "latin-1"), 4, np.int64)
+    r = _numbers(files.text("u.data", "latin-1"), 4, np.int64, "u.data")
     users = items = None
     if files.find("u.user"):
         rows = [line.split("|") for line in files.text("u.user", "latin-1").splitlines() if line]
@@ -295,7 +303,7 @@ def _read_100k(files):
 
 
 def _read_1m(files):
-    r = _numbers(files.text("ratings.dat", "latin-1").replace("::", " "), 4, np.int64)
+    r = _numbers(files.text("ratings.dat", "latin-1").replace("::", " "), 4, np.int64, "ratings.dat")
     users = items = None
     if files.find("users.dat"):
         rows = [line.split("::") for line in files.text("users.dat", "latin-1").splitlines() if line]
@@ -327,7 +335,7 @@ def _read_atomic(files):
     missing = {"user_id", "item_id", "rating"} - set(fields)
     if missing:
         raise ValueError(f"{inter} lacks the fields {sorted(missing)}.")
-    r = _numbers(body, len(fields))
+    r = _numbers(body, len(fields), name=inter)
     col = {name: n for n, name in enumerate(fields)}
     timestamp = r[:, col["timestamp"]].astype(np.int64) if "timestamp" in col else np.zeros(len(r), np.int64)
     users = items = None

@@ -122,7 +122,7 @@ def test_ratings_only_and_errors(tmp_path):
         load_movielens(_write_dir(tmp_path / "b", {"README": b"x"}))
     with pytest.raises(ValueError, match="neither a folder nor a zip"):
         load_movielens(tmp_path / "missing")
-    with pytest.raises(ValueError, match="wrong number of fields"):
+    with pytest.raises(ValueError, match="u.data has 3 fields on line 1"):
         load_movielens(_write_dir(tmp_path / "c", {"u.data": b"1\t2\t3\n"}))
 
 
@@ -236,3 +236,11 @@ def test_generator_rejects_bad_options():
         make_ratings(drift=-1.0)
     with pytest.raises(ValueError, match="n_genres"):
         make_ratings(n_genres=0)
+
+
+def test_a_ratings_file_without_its_timestamp_column_is_refused(tmp_path):
+    # 4 lines of 3 fields make 12 values, a multiple of 4: read as a whole,
+    # they parsed into 3 rows with shifted columns.
+    (tmp_path / "u.data").write_text("1\t10\t5\n2\t10\t4\n3\t11\t3\n4\t12\t1\n")
+    with pytest.raises(ValueError, match=r"u.data has 3 fields on line 1 where 4 are expected"):
+        load_movielens(tmp_path)
