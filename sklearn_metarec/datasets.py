@@ -263,7 +263,8 @@ def _numbers(text, n_columns, dtype=np.float64, name="A ratings file"):
         number, line = next((n, line) for n, line in enumerate(text.splitlines(), 1)
                             if line.strip() and len(line.split()) != n_columns)
         raise ValueError(
-            f"{name} has {len(line.split())} fields on line {number} where {n_columns} are expected: {line!r}."
+            f"{name} has {len(line.split())} fields on line {number} where {n_columns} are expected: "
+            f"{line!r}."
         )
     return np.array(fields, dtype=dtype).reshape(-1, n_columns)
 
@@ -350,8 +351,19 @@ def _read_atomic(files):
         items = {"item_id": [int(v) for v in t["item_id"]], "title": t.get("movie_title", [""] * n),
                  "year": [float(v) if v.strip().isdigit() else np.nan for v in t.get("release_year", [""] * n)],
                  "genres": [v.split() for v in t.get("class", [""] * n)]}
-    return (r[:, col["user_id"]].astype(np.int64), r[:, col["item_id"]].astype(np.int64),
-            r[:, col["rating"]], timestamp, users, items)
+    user_ids = _integer_ids(r[:, col["user_id"]], inter, "user_id")
+    item_ids = _integer_ids(r[:, col["item_id"]], inter, "item_id")
+    return user_ids, item_ids, r[:, col["rating"]], timestamp, users, items
+
+
+def _integer_ids(values, name, field):
+    """``values`` as int64 ids, refusing any that is not a whole number
+    (1.7 must not become 1)."""
+    ids = values.astype(np.int64)
+    if not np.array_equal(ids, values):
+        bad = float(values[ids != values][0])
+        raise ValueError(f"{name}: the {field} field holds {bad:g}, not a whole number; ids must be integers.")
+    return ids
 
 
 def load_movielens(path, *, as_frame=False):

@@ -244,3 +244,11 @@ def test_a_ratings_file_without_its_timestamp_column_is_refused(tmp_path):
     (tmp_path / "u.data").write_text("1\t10\t5\n2\t10\t4\n3\t11\t3\n4\t12\t1\n")
     with pytest.raises(ValueError, match=r"u.data has 3 fields on line 1 where 4 are expected"):
         load_movielens(tmp_path)
+
+
+def test_an_atomic_file_with_a_fractional_id_is_refused(tmp_path):
+    # 1.7 used to become user 1.
+    text = "user_id:token\titem_id:token\trating:float\n1\t10\t5\n1.7\t11\t4\n"
+    (tmp_path / "ml.inter").write_text(text)
+    with pytest.raises(ValueError, match="user_id field holds 1.7"):
+        load_movielens(tmp_path)
