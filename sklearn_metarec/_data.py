@@ -247,6 +247,10 @@ class Vocabulary:
         kinds = {_kind(self.ids), _kind(new.ids)}
         if len(kinds) > 1:  # keep ints from turning into strings, and so on
             combined = np.concatenate([self.ids.astype(object), new.ids.astype(object)])
+        elif {self.ids.dtype.kind, new.ids.dtype.kind} == {"i", "u"}:
+            # int64 and uint64 meet only in float64, which merges large ids:
+            # Python ints keep every id exact.
+            combined = np.concatenate([self.ids.astype(object), new.ids.astype(object)])
         else:
             combined = np.concatenate([self.ids, new.ids])
         if self.ids.dtype.kind in "iu" and combined.dtype.kind == "f":

@@ -159,3 +159,20 @@ def test_recommend_refuses_missing_ids_as_predict_does(bad):
         model.recommend(bad)
     with pytest.raises(ValueError, match="items contains NaN"):
         model.recommend([0], items=bad)
+
+
+def test_uint64_ids_above_2_63_never_merge_with_each_other():
+    # int64 and uint64 ids used to meet in float64, where 2**63 + 1 and
+    # 2**63 + 3 are one number.
+    X = np.array([[1, 1], [2, 1], [2, 2], [3, 2]], dtype=np.int64)
+    model = EmpiricalBayesRecommender().fit(X, [4.0, 3.0, 2.0, 5.0])
+    big = np.array([[2**63 + 1, 1], [2**63 + 3, 2]], dtype=np.uint64)
+    model.fold_in(big, [5.0, 1.0])
+    assert len(model.user_ids_) == 5 and {2**63 + 1, 2**63 + 3} <= set(model.user_ids_.tolist())
+    high, low = model.predict(big)
+    assert high > low  # each kept its own rating
+    np.testing.assert_array_equal(model.predict(X), EmpiricalBayesRecommender().fit(X, [4.0, 3.0, 2.0, 5.0])
+                                  .predict(X))
+    # An int64 id next to them is its own user too: unknown here.
+    unknown = model.predict(np.array([[2**63 - 1, 1]], dtype=np.int64))
+    assert unknown[0] != high
