@@ -109,6 +109,18 @@ def _build_task(indptr, items, ratings, weights, u, key, s_lo, s_hi, seed, n_ite
 
 
 @jit()
+def _history_task(indptr, items, ratings, weights, u, key, seed, n_items, n_neg):
+    """User ``u``'s whole history as one support set (with its negatives,
+    keyed by (seed, key)), as serving adapts a user: (items, targets,
+    weights, support length)."""
+    n = indptr[u + 1] - indptr[u]
+    t_items, t_y, t_w, perm = _task_buffers(n * (1 + n_neg))
+    s = _build_task(indptr, items, ratings, weights, u, key, n, n, seed, n_items, n_neg,
+                    t_items, t_y, t_w, perm)
+    return t_items, t_y, t_w, s
+
+
+@jit()
 def _task_buffers(total):
     """Items, targets, weights and shuffle scratch for a batch's tasks."""
     return (np.empty(total, dtype=np.int64), np.empty(total), np.empty(total),

@@ -6,7 +6,7 @@ from numba import prange
 
 from ._jit import jit
 from .maths import _inner_loop, _loss_terms, _score, unpack
-from .sampling import _build_task
+from .sampling import _history_task
 
 
 @jit(parallel=True)
@@ -18,14 +18,8 @@ def adapt_users(indptr, items, ratings, weights, users, keys, seed, theta, n_ite
     mu = theta[0]
     phi0, bi, Q = unpack(theta, n_items, d)
     for b in prange(users.shape[0]):
-        u = users[b]
-        n = indptr[u + 1] - indptr[u]
-        m = n * (1 + n_neg)
-        t_items = np.empty(m, dtype=np.int64)
-        t_y = np.empty(m)
-        t_w = np.empty(m)
-        s = _build_task(indptr, items, ratings, weights, u, keys[b], n, n, seed, n_items, n_neg,
-                        t_items, t_y, t_w, np.empty(n, dtype=np.int64))
+        t_items, t_y, t_w, s = _history_task(indptr, items, ratings, weights, users[b], keys[b], seed, n_items,
+                                             n_neg)
         phis = np.empty((n_steps + 1, d))
         phis[0, :] = phi0
         g = np.empty(d)
@@ -84,14 +78,9 @@ def logistic_users(indptr, items, ratings, weights, users, keys, seed, theta, n_
     mu = theta[0]
     _, bi, Q = unpack(theta, n_items, d)
     for b in prange(users.shape[0]):
-        u = users[b]
-        n = indptr[u + 1] - indptr[u]
-        m = n * (1 + n_neg)
-        t_items = np.empty(m, dtype=np.int64)
-        t_y = np.empty(m)
-        t_w = np.empty(m)
-        _build_task(indptr, items, ratings, weights, u, keys[b], n, n, seed, n_items, n_neg,
-                    t_items, t_y, t_w, np.empty(n, dtype=np.int64))
+        t_items, t_y, t_w, _ = _history_task(indptr, items, ratings, weights, users[b], keys[b], seed, n_items,
+                                             n_neg)
+        m = t_items.shape[0]
         wsum = t_w.sum()
         phi = np.zeros(d)
         if wsum <= 0.0:
