@@ -211,9 +211,15 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
 
     def _check_ratings(self, X, y, sample_weight, reset):
         users, items = self._check_X(X, reset)
-        if y is None and self._logistic:
+        if y is None and self._implicit:
             y = np.ones(len(users))  # implicit feedback: every row is a positive
         y = check_ratings(y, len(users))
+        if self._pairwise and (y != 1.0).any():
+            raise ValueError(
+                "loss='bpr' learns from positives only: leave y out (every row a positive) or pass "
+                f"y of ones; y holds values in [{y.min():g}, {y.max():g}]. For 0/1 labels, use "
+                "loss='logistic'."
+            )
         if self._logistic and (y.min() < 0.0 or y.max() > 1.0):
             raise ValueError(
                 "loss='logistic' needs targets in [0, 1] (0/1 labels, or leave y out "
@@ -259,10 +265,11 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         users, items, y, w = self._check_ratings(X, y, sample_weight, reset=reset)
         if reset:
             self._start(check_random_state(self.random_state))
-            if self._logistic and self.n_negatives == 0 and (y == 1.0).all():
+            if self._implicit and self.n_negatives == 0 and (y == 1.0).all():
                 raise ValueError(
                     "y holds only positives (or was left out) and n_negatives=0: "
-                    "loss='logistic' needs negatives; set n_negatives >= 1 or pass 0/1 labels."
+                    f"loss={self.loss!r} needs negatives; set n_negatives >= 1"
+                    + (" or pass 0/1 labels." if self._logistic else ".")
                 )
         return users, items, y, w
 
@@ -271,12 +278,23 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
 
     @property
     def _logistic(self):
+        """Whether predictions are probabilities σ(r̂)."""
         return getattr(self, "loss", "squared") == "logistic"
 
+    @property
+    def _pairwise(self):
+        return getattr(self, "loss", "squared") == "bpr"
+
+    @property
+    def _implicit(self):
+        """Whether the loss is for implicit feedback: y may be left out, and
+        positives-only data get sampled negatives."""
+        return self._logistic or self._pairwise
+
     def _n_neg(self):
-        """Negatives to sample per rating: ``n_negatives`` under the logistic
+        """Negatives to sample per rating: ``n_negatives`` under an implicit
         loss when every rating so far is a positive, else none."""
-        return int(self.n_negatives) if self._logistic and self._all_positive else 0
+        return int(self.n_negatives) if self._implicit and self._all_positive else 0
 
     # ------------------------------------------------------------------
     # State
@@ -291,7 +309,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         self._item_vocab = Vocabulary("item")
         self._log = RatingLog()
         self._all_positive = True
-        if self._logistic:
+        if self._implicit:
             # Serving draws its own negatives; a seed of their own keeps
             # fold-in from consuming the training stream.
             self._serve_seed = int(rng.randint(np.iinfo(np.int64).max, dtype=np.int64))
@@ -386,7 +404,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         -------
         y_pred : ndarray of shape (n_samples,)
             Predicted ratings; with ``loss="logistic"``, the probabilities
-            σ(r̂) of a positive.
+            σ(r̂) of a positive; with ``loss="bpr"``, ranking scores r̂.
         """
         check_is_fitted(self)
         users, items = self._check_X(X, reset=False)
@@ -413,8 +431,9 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         X : array-like or DataFrame of shape (n_samples, n_columns)
             (user id, item id) rows.
         y : array-like of shape (n_samples,), default=None
-            Ratings, or 0/1 labels with ``loss="logistic"``; None (logistic
-            loss only) means every row is a positive.
+            Ratings, 0/1 labels with ``loss="logistic"``, or ones with
+            ``loss="bpr"``; None (implicit losses only) means every row is a
+            positive.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each rating.
 

@@ -61,7 +61,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         Gradient steps T of the inner loop (adaptation to one user).
     inner_lr : float or "auto", default="auto"
         Step size α of the inner loop; "auto" is 0.15 for the squared loss
-        and 1.0 for the logistic one. The squared loss's curvature in the
+        and 1.0 for the implicit ones. The squared loss's curvature in the
         user bias is 2, so α = 0.5 is a full Newton step on the bias and
         α >= 1 oscillates; the cross-entropy's is at most 1/4, hence the
         larger step. Smaller steps act as shrinkage toward the meta-learned
@@ -112,18 +112,25 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         factorization does. "users": every user (task) counts once, as in
         the MAML paper, so users with many ratings weigh no more than the
         rest.
-    loss : {"squared", "logistic"}, default="squared"
-        Per-rating loss of the inner and outer loops alike: the squared
-        error for ratings, or the binary cross-entropy of σ(r̂) for implicit
-        feedback (clicks, plays, purchases), where y holds 0/1 labels or is
-        left out (every row a positive). ``predict`` then returns
-        probabilities.
+    loss : {"squared", "logistic", "bpr"}, default="squared"
+        Loss of the inner and outer loops alike: the squared error for
+        ratings; the binary cross-entropy of σ(r̂) for implicit feedback
+        (clicks, plays, purchases), where y holds 0/1 labels or is left out
+        (every row a positive), and ``predict`` returns probabilities; or
+        "bpr", Bayesian personalized ranking: −log σ(r̂_p − r̂_n) for each
+        positive p and each of its sampled negatives n, a ranking loss on
+        positives only (y left out, or all ones), for which ``predict``
+        returns the score r̂ (only its order means something: μ and the
+        user bias cancel in r̂_p − r̂_n and stay at 0). Ratings read as
+        implicit feedback (every rated item a positive) suit both implicit
+        losses.
     n_negatives : int, default=4
-        With ``loss="logistic"`` and positives only, the number of items a
-        user never rated that are sampled, per positive, as negatives (target
-        0, the positive's weight). Each task's support and query sets get
-        their own, drawn afresh every epoch from ``random_state``. Ignored
-        when y holds 0/1 labels or the loss is squared.
+        With an implicit loss and positives only, the number of items a
+        user never rated that are sampled, per positive, as negatives
+        (target 0, or BPR's pairs, with the positive's weight). Each task's
+        support and query sets get their own, drawn afresh every epoch from
+        ``random_state``. Ignored when y holds 0/1 labels or the loss is
+        squared.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the users in :meth:`fit` as
         validation users, as cold start would: each keeps a support set
@@ -221,7 +228,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         "first_order": ["boolean"],
         "shrinkage": [Interval(Real, 0, None, closed="left")],
         "task_weighting": [StrOptions({"ratings", "users"})],
-        "loss": [StrOptions({"squared", "logistic"})],
+        "loss": [StrOptions({"squared", "logistic", "bpr"})],
         "n_negatives": [Interval(Integral, 0, MAX_NEGATIVES, closed="both")],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
@@ -299,8 +306,9 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             one kind each (ints or strings). Further columns are ignored
             with a warning.
         y : array-like of shape (n_samples,), default=None
-            Ratings, or 0/1 labels with ``loss="logistic"``. It may be left
-            out only with ``loss="logistic"``: every row is then a positive.
+            Ratings, 0/1 labels with ``loss="logistic"``, or ones with
+            ``loss="bpr"``. It may be left out only with an implicit loss:
+            every row is then a positive.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each rating in the support and query losses.
 
@@ -362,7 +370,11 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
     def _init_theta(self, n_items, y, w):
         d = self.n_factors + 1
         theta = np.zeros(1 + d + n_items + n_items * (d - 1))
-        if self._logistic:
+        if self._pairwise:
+            # Pairs' scores r̂_p − r̂_n do not depend on μ; the loss, like the
+            # cross-entropy, grows like |r̂| when the inner loop is unstable.
+            self._loss_limit = 1e3
+        elif self._logistic:
             # μ starts at the log-odds of a positive, sampled negatives counted.
             share = np.average(y, weights=w) / (1 + self._n_neg())
             theta[0] = logit(np.clip(share, 1e-3, 1 - 1e-3))
@@ -384,7 +396,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
     def _inner_lr(self):
         """The inner step size, "auto" resolved for the loss."""
         if self.inner_lr == "auto":
-            return 1.0 if self._logistic else 0.15
+            return 1.0 if self._implicit else 0.15
         return float(self.inner_lr)
 
     def _alpha(self):
@@ -404,7 +416,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
 
     def _inner_settings(self):
         return K.inner_settings(lam=self._inner_reg(), kappa=self.shrinkage, n_steps=self.n_inner_steps,
-                                logistic=self._logistic, n_neg=self._n_neg())
+                                logistic=self._implicit, n_neg=self._n_neg(), pairwise=self._pairwise)
 
     def _train(self, users, n_epochs, validation_users=None):
         """Meta-train on the tasks of ``users`` for ``n_epochs``; with

@@ -4,7 +4,7 @@ interpolation toward each user's adapted parameters."""
 import numbers
 
 import numpy as np
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _kernels as K
 from .maml import MAMLFactorizationRecommender
@@ -95,6 +95,8 @@ n_iter_, n_features_in_, feature_names_in_
         **{key: value for key, value in MAMLFactorizationRecommender._parameter_constraints.items()
            if key not in ("first_order", "reg", "item_shrinkage", "task_weighting", "early_stopping",
                           "validation_fraction", "n_iter_no_change", "tol")},
+        # Reptile's direction is taken per entry, not per pair: no BPR.
+        "loss": [StrOptions({"squared", "logistic"})],
         "adapt_items": ["boolean"],
         "item_lr": [Interval(numbers.Real, 0, None, closed="neither"), None],
         "meta_lr": [Interval(numbers.Real, 0, 1, closed="right")],

@@ -27,44 +27,66 @@ def loss_slope(s, y, loss):
     return 2 * (s - y)
 
 
-def adapt(phi0, items, ratings, weights, mu, bi, Q, alpha, lam, n_steps, loss="squared", kappa=0.0):
-    """Gradient descent on the support loss Σ w ℓ / (W + κ) + λ‖φ‖²; items,
-    ratings: arrays of one user."""
-    X = np.hstack([np.ones((len(items), 1)), Q[items]])
-    c = mu + bi[items]
+def terms(items, ratings, weights, mu, bi, Q, loss, n_neg=0):
+    """A segment's loss terms as (features X, offsets c, targets, weights,
+    per-term loss, item pairs): each term's score is c + X φ. BPR's terms
+    are (positive, negative) pairs, the segment holding its n_pos positives
+    and then n_neg negatives per positive; each pair's score is
+    r̂_p − r̂_n, its target 1 under the cross-entropy, its weight its
+    negative's."""
+    if loss != "bpr":
+        X = np.hstack([np.ones((len(items), 1)), Q[items]])
+        return X, mu + bi[items], ratings, weights, loss, (items,)
+    n_pos = len(items) // (1 + n_neg)
+    pos, neg = np.repeat(items[:n_pos], n_neg), items[n_pos:]
+    X = np.hstack([np.zeros((len(neg), 1)), Q[pos] - Q[neg]])
+    return X, bi[pos] - bi[neg], np.ones(len(neg)), weights[n_pos:], "logistic", (pos, neg)
+
+
+def adapt(phi0, items, ratings, weights, mu, bi, Q, alpha, lam, n_steps, loss="squared", kappa=0.0, n_neg=0):
+    """Gradient descent on the support loss Σ w ℓ / (W + κ) + λ‖φ‖² over its
+    terms; items, ratings: arrays of one user."""
+    X, c, y, w, per_term, _ = terms(items, ratings, weights, mu, bi, Q, loss, n_neg)
     phi = phi0.copy()
-    W = weights.sum()
+    W = w.sum()
     for _ in range(n_steps):
         g = 2 * lam * phi
         if W > 0:
-            g = g + X.T @ (weights * loss_slope(c + X @ phi, ratings, loss)) / (W + kappa)
+            g = g + X.T @ (w * loss_slope(c + X @ phi, y, per_term)) / (W + kappa)
         phi = phi - alpha * g
     return phi
 
 
-def task_loss(theta, n_items, d, task, alpha, lam, reg, n_steps, loss="squared", kappa=0.0):
+def task_loss(theta, n_items, d, task, alpha, lam, reg, n_steps, loss="squared", kappa=0.0, n_neg=0):
     """Query loss after adaptation: the meta-objective of one task, given as
-    (items, targets, weights, support length) with the support first."""
+    (items, targets, weights, support length) with the support first. Each
+    item of a term pays its L2 penalty with the term's weight."""
     items, ratings, weights, n_sup = task
     mu, phi0, bi, Q = split_theta(theta, n_items, d)
     phi = adapt(phi0, items[:n_sup], ratings[:n_sup], weights[:n_sup], mu, bi, Q, alpha, lam, n_steps,
-                loss, kappa)
-    it, w = items[n_sup:], weights[n_sup:]
+                loss, kappa, n_neg)
+    X, c, y, w, per_term, ends = terms(items[n_sup:], ratings[n_sup:], weights[n_sup:], mu, bi, Q, loss, n_neg)
     if w.sum() <= 0:
         return 0.0
-    s = mu + bi[it] + phi[0] + Q[it] @ phi[1:]
-    pen = bi[it] ** 2 + (Q[it] ** 2).sum(axis=1)
     # reg: one L2 strength, or one per item.
-    reg = np.broadcast_to(np.asarray(reg, dtype=float), n_items)[it]
-    return float(np.sum(w * (loss_value(s, ratings[n_sup:], loss) + reg * pen)) / w.sum())
+    reg = np.broadcast_to(np.asarray(reg, dtype=float), n_items)
+    pen = sum(reg[it] * (bi[it] ** 2 + (Q[it] ** 2).sum(axis=1)) for it in ends)
+    return float(np.sum(w * (loss_value(c + X @ phi, y, per_term) + pen)) / w.sum())
+
+
+def query_weight(task, loss="squared", n_neg=0):
+    """W_Q: the total weight of a task's query terms."""
+    items, _, weights, n_sup = task
+    w = weights[n_sup:]
+    return w[len(w) // (1 + n_neg):].sum() if loss == "bpr" else w.sum()
 
 
 def batch_loss(theta, n_items, d, tasks, alpha, lam, reg, n_steps, loss="squared", kappa=0.0,
-               per_rating=False):
+               per_rating=False, n_neg=0):
     """Mean of ``task_loss`` over ``tasks``, weighted by each task's query
     weight when ``per_rating``."""
-    losses = [task_loss(theta, n_items, d, t, alpha, lam, reg, n_steps, loss, kappa) for t in tasks]
-    w = [t[2][t[3]:].sum() for t in tasks] if per_rating else None
+    losses = [task_loss(theta, n_items, d, t, alpha, lam, reg, n_steps, loss, kappa, n_neg) for t in tasks]
+    w = [query_weight(t, loss, n_neg) for t in tasks] if per_rating else None
     return np.average(losses, weights=w)
 
 
@@ -97,20 +119,20 @@ def query_only(task):
 
 
 def first_order_grad(theta, n_items, d, tasks, alpha, lam, reg, n_steps, loss="squared", kappa=0.0,
-                     per_rating=False):
+                     per_rating=False, n_neg=0):
     """FOMAML by its definition: the gradient of the query loss with respect to
     (μ, φ, items) evaluated at the adapted φ_T, with φ_T treated as φ₀."""
     grad = np.zeros_like(theta)
-    w = np.array([t[2][t[3]:].sum() for t in tasks]) if per_rating else np.ones(len(tasks))
+    w = np.array([query_weight(t, loss, n_neg) for t in tasks]) if per_rating else np.ones(len(tasks))
     for task, w_task in zip(tasks, w / w.sum()):
         items, ratings, weights, n_sup = task
         mu, phi0, bi, Q = split_theta(theta, n_items, d)
         phi_T = adapt(phi0, items[:n_sup], ratings[:n_sup], weights[:n_sup], mu, bi, Q, alpha, lam,
-                      n_steps, loss, kappa)
+                      n_steps, loss, kappa, n_neg)
         at = theta.copy()
         at[1 : 1 + d] = phi_T
         q = query_only(task)
-        grad += w_task * central_difference(lambda t: task_loss(t, n_items, d, q, alpha, lam, reg, 0, loss),
+        grad += w_task * central_difference(lambda t: task_loss(t, n_items, d, q, alpha, lam, reg, 0, loss, 0.0, n_neg),
                                             at)
     return grad
 

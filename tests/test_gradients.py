@@ -24,7 +24,7 @@ def random_problem(seed, n_users, n_items, k, loss="squared"):
     indptr = np.r_[0, np.cumsum(counts)].astype(np.int64)
     n = indptr[-1]
     items = rng.integers(0, n_items, n).astype(np.int64)
-    if loss == "logistic":
+    if loss != "squared":
         ratings = rng.integers(0, 2, n).astype(float)
     else:
         ratings = rng.normal(3.0, 1.0, n)
@@ -54,7 +54,8 @@ def kernel_grad(p, users, seed, lam, reg, n_steps, first_order, hyper=False, los
         p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"], p["sup_hi"],
         seed, offsets, p["theta"], p["n_items"], p["alpha"],
         np.broadcast_to(np.asarray(reg, dtype=float), p["n_items"]).copy(),
-        K.inner_settings(lam=lam, kappa=kappa, n_steps=n_steps, logistic=loss == "logistic", n_neg=n_neg),
+        K.inner_settings(lam=lam, kappa=kappa, n_steps=n_steps, logistic=loss != "squared", n_neg=n_neg,
+                         pairwise=loss == "bpr"),
         K.outer_settings(first_order=first_order, hyper=hyper, per_rating=per_rating),
         grad, grad_hyper, np.empty(p["n_items"], dtype=np.int64),
     )
@@ -83,8 +84,9 @@ SIZES = [(3, 5, 2), (4, 7, 3), (6, 9, 5)]
 
 
 # (loss, negatives sampled per rating): the squared loss, the cross-entropy
-# on 0/1 labels, and the cross-entropy on positives with sampled negatives.
-LOSSES = [("squared", 0), ("logistic", 0), ("logistic", 2)]
+# on 0/1 labels, the cross-entropy on positives with sampled negatives, and
+# BPR on (positive, sampled negative) pairs.
+LOSSES = [("squared", 0), ("logistic", 0), ("logistic", 2), ("bpr", 1), ("bpr", 3)]
 
 # (κ, per_rating): MAML's original objective (mean support loss, every user
 # counts once) and the package's default (a support pseudo-count, every
@@ -113,7 +115,8 @@ def test_second_order_meta_gradient_matches_finite_differences(n_users, n_items,
     value, grad, tasks = kernel_grad(p, users, 7, lam, reg, n_steps, False, loss=loss, n_neg=n_neg, **obj)
 
     def objective(theta):
-        return R.batch_loss(theta, p["n_items"], p["d"], tasks, p["alpha"], lam, reg, n_steps, loss, **obj)
+        return R.batch_loss(theta, p["n_items"], p["d"], tasks, p["alpha"], lam, reg, n_steps, loss, **obj,
+                            n_neg=n_neg)
 
     assert value == pytest.approx(objective(p["theta"]), rel=1e-12)
     assert_grad_close(grad, R.central_difference(objective, p["theta"]))
@@ -132,18 +135,29 @@ def test_first_order_is_query_gradient_at_adapted_parameters(n_users, n_items, k
     obj = dict(kappa=kappa, per_rating=per_rating)
     _, grad, tasks = kernel_grad(p, users, 3, 0.05, 0.1, n_steps, True, loss=loss, n_neg=n_neg, **obj)
     reference = R.first_order_grad(p["theta"], p["n_items"], p["d"], tasks, p["alpha"], 0.05, 0.1,
-                                   n_steps, loss, **obj)
+                                   n_steps, loss, **obj, n_neg=n_neg)
     assert_grad_close(grad, reference)
 
 
-@pytest.mark.parametrize("loss", ["squared", "logistic"])
-def test_second_order_terms_matter(loss):
-    p = random_problem(0, 5, 8, 4, loss)
+@pytest.mark.parametrize("loss, n_neg", [("squared", 0), ("logistic", 0), ("bpr", 2)])
+def test_second_order_terms_matter(loss, n_neg):
+    p = problem_for(0, 5, 8, 4, loss, n_neg)
     users = np.arange(5, dtype=np.int64)
-    _, exact, _ = kernel_grad(p, users, 1, 0.05, 0.1, 3, False, loss=loss)
-    _, first, _ = kernel_grad(p, users, 1, 0.05, 0.1, 3, True, loss=loss)
+    _, exact, _ = kernel_grad(p, users, 1, 0.05, 0.1, 3, False, loss=loss, n_neg=n_neg)
+    _, first, _ = kernel_grad(p, users, 1, 0.05, 0.1, 3, True, loss=loss, n_neg=n_neg)
     rel = np.linalg.norm(exact - first) / np.linalg.norm(exact)
     assert rel > 1e-2
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_bpr_ignores_the_global_mean_and_the_user_bias(first_order):
+    # A pair's score r̂_p − r̂_n cancels μ and b_u exactly, so their
+    # meta-gradients are exactly zero, while the items' are not.
+    p = problem_for(2, 5, 8, 3, "bpr", 2)
+    users = np.arange(5, dtype=np.int64)
+    _, grad, _ = kernel_grad(p, users, 1, 0.05, 0.1, 3, first_order, loss="bpr", n_neg=2)
+    assert grad[0] == 0.0 and grad[1] == 0.0
+    assert np.abs(grad[2 : 1 + p["d"]]).max() > 0.0 and np.abs(grad[1 + p["d"]:]).max() > 0.0
 
 
 def test_zero_shot_and_zero_weight_tasks():
@@ -181,7 +195,7 @@ def test_hypergradients_match_finite_differences(n_users, n_items, k, n_steps, l
 
     def objective(hyper):
         return R.batch_loss(p["theta"], p["n_items"], p["d"], tasks, hyper[:-1], hyper[-1], reg, n_steps, loss,
-                            kappa, per_rating)
+                            kappa, per_rating, n_neg)
 
     assert_grad_close(grad_hyper, R.central_difference(objective, np.r_[p["alpha"], lam]))
 

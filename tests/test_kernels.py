@@ -362,7 +362,12 @@ def test_settings_records_are_keyword_only_and_typed():
     with pytest.raises(TypeError):
         K.inner_settings(0.1, 2.0, 3, False, 0)
     inner = K.inner_settings(lam=0, kappa=2, n_steps=3.0, logistic=0, n_neg=np.int32(4))
-    assert inner == (0.0, 2.0, 3, False, 4)
-    assert [type(v) for v in inner] == [float, float, int, bool, int]
+    assert inner == (0.0, 2.0, 3, False, 4, False)
+    assert [type(v) for v in inner] == [float, float, int, bool, int, bool]
+    # BPR is the logistic loss of (positive, negative) pairs: it needs both.
+    with pytest.raises(ValueError, match="pairwise"):
+        K.inner_settings(lam=0, kappa=2, n_steps=3, logistic=True, n_neg=0, pairwise=True)
+    with pytest.raises(ValueError, match="pairwise"):
+        K.inner_settings(lam=0, kappa=2, n_steps=3, logistic=False, n_neg=2, pairwise=True)
     outer = K.outer_settings(first_order=0, hyper=1, per_rating=1)
     assert [type(v) for v in outer] == [bool, bool, bool]

@@ -21,6 +21,13 @@ The model is biased matrix factorization,
   Positives-only data get ``n_neg`` sampled negatives (y = 0) per rating,
   drawn uniformly among the items the user never rated, separately for S
   and Q; they are ordinary entries of the task from then on.
+* Terms. A loss is a sum of terms, each with a score linear in φ,
+  s = c + xᵀφ: one per entry (x = x_i, c = c_i), or, for BPR, one per
+  (positive p, sampled negative n) pair, whose score is the difference
+  r̂_p − r̂_n: x = (0, q_p − q_n), c = b_p − b_n (μ and b_u cancel), with
+  the cross-entropy against y = 1, −log σ(s), and the negative's weight.
+  Everything below holds per term with that x, a term's item parameters
+  entering with sign +1 for p and −1 for n; W sums the terms' weights.
 * Support loss  L_S(φ) = Σ_S w ℓ / (W_S + κ) + λ ‖φ‖²   (λ = ``inner_reg``,
   κ = ``shrinkage``; write W̃_S = W_S + κ, and W̃_S = 0 for an empty S).
   κ counts as κ extra ratings that pull nothing: a user with few ratings

@@ -5,7 +5,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit
-from .maths import _loss_terms, _support_norm, _task_meta_grad, unpack
+from .maths import _loss_terms, _support_norm, _task_meta_grad, _terms_weight, unpack
 from .sampling import _build_task, _task_buffers
 
 
@@ -83,7 +83,7 @@ def meta_batch_grad(
     grow with the catalogue: pass a zeroed ``grad`` for the dense gradient.
     Returns (loss, n).
     """
-    lam, kappa, n_steps, logistic, n_neg = inner
+    n_steps = inner.n_steps
     first_order, hyper, per_rating = outer
     d = alpha.shape[0]
     mu = theta[0]
@@ -102,14 +102,13 @@ def meta_batch_grad(
         lo = offsets[b]
         hi = offsets[b + 1]
         n_sup = _build_task(indptr, items, ratings, weights, u, u, sup_lo[u], sup_hi[u], seed,
-                            n_items, n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], perm[lo:hi])
+                            n_items, inner.n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], perm[lo:hi])
         phis = np.empty((n_steps + 1, d))
         losses[b], g_mu[b], g_hyper[b, d] = _task_meta_grad(
-            n_sup, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], mu, phi0, bi, Q, alpha, lam, kappa,
-            item_reg, n_steps, first_order, hyper, logistic, phis, g_item[lo:hi], g_phi[b],
-            g_hyper[b, :d],
+            n_sup, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], mu, phi0, bi, Q, alpha, item_reg, inner,
+            first_order, hyper, phis, g_item[lo:hi], g_phi[b], g_hyper[b, :d],
         )
-        w_query[b] = t_w[lo + n_sup : hi].sum()
+        w_query[b] = _terms_weight(t_w[lo:hi], n_sup, hi - lo - n_sup, inner.n_neg, inner.pairwise)
     # (μ, φ₀, α, λ) serially in task order: identical for any thread count.
     grad_hyper[:] = 0.0
     g_phi0, g_bi, g_Q = unpack(grad, n_items, d)
@@ -159,7 +158,7 @@ def reptile_batch(
     other entries of ``delta`` are left as they were. Returns (mean support
     loss at the initial parameters, before adaptation; n).
     """
-    lam, kappa, n_steps, logistic, n_neg = inner
+    lam, n_steps, logistic, n_neg = inner.lam, inner.n_steps, inner.logistic, inner.n_neg
     item_lr, adapt_items = step
     d = alpha.shape[0]
     k = d - 1
@@ -188,7 +187,7 @@ def reptile_batch(
         for jj in range(s):
             lb[jj] = bi[it[jj]]
             lq[jj, :] = Q[it[jj]]
-        ws = _support_norm(ws_, s, kappa)
+        ws = _support_norm(ws_, s, inner)
         g = np.empty(d)
         gb = np.zeros(s)
         gq = np.zeros((s, k))

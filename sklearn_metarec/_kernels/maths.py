@@ -11,15 +11,18 @@ from ._jit import jit
 # Settings records. Kernels take their scalar settings in these, built by
 # the keyword-only constructors below, so that two swapped scalars cannot
 # compile silently: each field is read by name and cast to its type.
-Inner = namedtuple("Inner", ["lam", "kappa", "n_steps", "logistic", "n_neg"])
+Inner = namedtuple("Inner", ["lam", "kappa", "n_steps", "logistic", "n_neg", "pairwise"])
 Outer = namedtuple("Outer", ["first_order", "hyper", "per_rating"])
 ReptileStep = namedtuple("ReptileStep", ["item_lr", "adapt_items"])
 
 
-def inner_settings(*, lam, kappa, n_steps, logistic, n_neg):
+def inner_settings(*, lam, kappa, n_steps, logistic, n_neg, pairwise=False):
     """The inner loop and task layout: L2 strength λ, support pseudo-count
-    κ, steps T, loss (logistic or squared), negatives per positive."""
-    return Inner(float(lam), float(kappa), int(n_steps), bool(logistic), int(n_neg))
+    κ, steps T, loss (logistic or squared), negatives per positive, and
+    whether the loss is taken on (positive, negative) pairs (BPR)."""
+    if pairwise and not (logistic and n_neg > 0):
+        raise ValueError("the pairwise loss is the logistic loss of pairs and needs negatives")
+    return Inner(float(lam), float(kappa), int(n_steps), bool(logistic), int(n_neg), bool(pairwise))
 
 
 def outer_settings(*, first_order, hyper, per_rating):
@@ -73,47 +76,123 @@ def _loss_terms(s, y, logistic):
     return e * e, 2.0 * e, 2.0
 
 
+# Terms. A segment of a task (its support or its query part) holds n_pos
+# entries, then, with sampled negatives, n_neg negatives per entry in the
+# same order. Its loss is a sum of terms: one per entry (pointwise losses),
+# or one per (positive, negative) pair (BPR), whose score is the difference
+# x = r̂_p − r̂_n = (b_p − b_n) + φ_pᵀ(q_p − q_n): μ and the user's bias
+# cancel, and x is still linear in φ, with feature vector (0, q_p − q_n).
+
+
 @jit()
-def _support_norm(weights, n_sup, kappa):
+def _n_terms(m, n_neg, pairwise):
+    """Terms of a segment of ``m`` entries."""
+    return (m // (1 + n_neg)) * n_neg if pairwise else m
+
+
+@jit()
+def _term(lo, m, t, n_neg, pairwise):
+    """Entries (p, n) of term ``t`` of the segment ``[lo, lo + m)``; n is −1
+    for a pointwise term. Positive a's negatives sit at n_pos + a·n_neg + b,
+    so pair t = a·n_neg + b has its negative at n_pos + t."""
+    if not pairwise:
+        return lo + t, -1
+    return lo + t // n_neg, lo + m // (1 + n_neg) + t
+
+
+@jit()
+def _term_score(mu, bi, Q, phi, items, ratings, weights, p, n):
+    """(score, target, weight) of the term with entries (p, n). A pair's
+    target is 1 (BPR's −log σ(x) is the cross-entropy of σ(x) against 1)
+    and its weight is its negative's: its positive's weight, or 0 when the
+    user rated every item and no negative exists."""
+    if n < 0:
+        return _score(mu, bi, Q, phi, items[p]), ratings[p], weights[p]
+    i = items[p]
+    j = items[n]
+    x = bi[i] - bi[j]
+    for f in range(phi.shape[0] - 1):
+        x += phi[1 + f] * (Q[i, f] - Q[j, f])
+    return x, 1.0, weights[n]
+
+
+@jit()
+def _term_feature(Q, items, p, n, out):
+    """The term's feature vector ∂score/∂φ: (1, q_i), or (0, q_p − q_n)."""
+    i = items[p]
+    if n < 0:
+        out[0] = 1.0
+        for f in range(out.shape[0] - 1):
+            out[1 + f] = Q[i, f]
+        return
+    j = items[n]
+    out[0] = 0.0
+    for f in range(out.shape[0] - 1):
+        out[1 + f] = Q[i, f] - Q[j, f]
+
+
+@jit()
+def _terms_weight(weights, lo, m, n_neg, pairwise):
+    """Total weight of the segment's terms."""
+    total = 0.0
+    for t in range(_n_terms(m, n_neg, pairwise)):
+        p, n = _term(lo, m, t, n_neg, pairwise)
+        total += weights[n] if n >= 0 else weights[p]
+    return total
+
+
+@jit()
+def _support_norm(weights, n_sup, inner):
     """W̃_S = W_S + κ, the support loss's normalizer; 0 for an empty support."""
-    ws = 0.0
-    for j in range(n_sup):
-        ws += weights[j]
-    return ws + kappa if ws > 0.0 else 0.0
+    ws = _terms_weight(weights, 0, n_sup, inner.n_neg, inner.pairwise)
+    return ws + inner.kappa if ws > 0.0 else 0.0
 
 
 @jit()
-def _support_grad(phi, n_sup, items, ratings, weights, mu, bi, Q, lam, kappa, logistic, g):
-    """g ← ∇φ L_S(φ) over the first ``n_sup`` ratings of a task."""
+def _support_grad(phi, n_sup, items, ratings, weights, mu, bi, Q, inner, g, x):
+    """g ← ∇φ L_S(φ) over the first ``n_sup`` entries of a task; ``x`` is
+    scratch of length d."""
     d = phi.shape[0]
     for a in range(d):
-        g[a] = 2.0 * lam * phi[a]
-    ws = _support_norm(weights, n_sup, kappa)
+        g[a] = 2.0 * inner.lam * phi[a]
+    ws = _support_norm(weights, n_sup, inner)
     if ws <= 0.0:
         return
-    for j in range(n_sup):
-        i = items[j]
-        _, dl, _ = _loss_terms(_score(mu, bi, Q, phi, i), ratings[j], logistic)
-        c = weights[j] / ws * dl
-        g[0] += c
-        for f in range(d - 1):
-            g[1 + f] += c * Q[i, f]
+    for t in range(_n_terms(n_sup, inner.n_neg, inner.pairwise)):
+        p, n = _term(0, n_sup, t, inner.n_neg, inner.pairwise)
+        s, y, w = _term_score(mu, bi, Q, phi, items, ratings, weights, p, n)
+        _, dl, _ = _loss_terms(s, y, inner.logistic)
+        _term_feature(Q, items, p, n, x)
+        c = w / ws * dl
+        for a in range(d):
+            g[a] += c * x[a]
 
 
 @jit()
-def _inner_loop(phis, n_sup, items, ratings, weights, mu, bi, Q, alpha, lam, kappa, logistic, g):
+def _inner_loop(phis, n_sup, items, ratings, weights, mu, bi, Q, alpha, inner, g):
     """Fill ``phis[1:]`` with the inner-loop iterates from ``phis[0]``."""
     d = phis.shape[1]
+    x = np.empty(d)
     for t in range(phis.shape[0] - 1):
-        _support_grad(phis[t], n_sup, items, ratings, weights, mu, bi, Q, lam, kappa, logistic, g)
+        _support_grad(phis[t], n_sup, items, ratings, weights, mu, bi, Q, inner, g, x)
         for a in range(d):
             phis[t + 1, a] = phis[t, a] - alpha[a] * g[a]
 
 
 @jit()
+def _item_terms(g_item, j, sign, c, cq, vq, phi, Q_i):
+    """Add to entry j's item gradient the part of a term that flows through
+    its item: ``sign`` (−1 for a pair's negative) times c on b_i and
+    c φ_p + cq vq on q_i."""
+    g_item[j, 0] += sign * c
+    for f in range(Q_i.shape[0]):
+        g_item[j, 1 + f] += sign * (c * phi[1 + f] + cq * vq[1 + f])
+
+
+@jit()
 def _task_meta_grad(
-    n_sup, items, ratings, weights, mu, phi0, bi, Q, alpha, lam, kappa, item_reg, n_steps,
-    first_order, hyper, logistic, phis, g_item, g_phi0, g_alpha,
+    n_sup, items, ratings, weights, mu, phi0, bi, Q, alpha, item_reg, inner,
+    first_order, hyper, phis, g_item, g_phi0, g_alpha,
 ):
     """Query loss of one task and its meta-gradient.
 
@@ -123,42 +202,52 @@ def _task_meta_grad(
     ∂/∂α and the returned ∂/∂λ is filled in (Meta-SGD); ``first_order`` then
     uses v_T for every step. Returns (loss, ∂loss/∂μ, ∂loss/∂λ).
     """
+    lam, n_steps, logistic, n_neg, pairwise = inner.lam, inner.n_steps, inner.logistic, inner.n_neg, inner.pairwise
     d = phi0.shape[0]
     k = d - 1
     m = items.shape[0]
     g = np.empty(d)
+    x = np.empty(d)
     phis[0, :] = phi0
-    _inner_loop(phis, n_sup, items, ratings, weights, mu, bi, Q, alpha, lam, kappa, logistic, g)
+    _inner_loop(phis, n_sup, items, ratings, weights, mu, bi, Q, alpha, inner, g)
     phi = phis[n_steps]
 
-    # Query loss and its direct gradients at φ_T.
+    # Query loss and its direct gradients at φ_T. Each item of a term pays
+    # its L2 penalty β_i (b_i² + ‖q_i‖²) with the term's weight.
     v = np.zeros(d)
     loss = 0.0
     g_mu = 0.0
-    wq = 0.0
-    for j in range(n_sup, m):
-        wq += weights[j]
+    wq = _terms_weight(weights, n_sup, m - n_sup, n_neg, pairwise)
     if wq > 0.0:
-        for j in range(n_sup, m):
-            i = items[j]
-            w = weights[j] / wq
-            ell, dl, _ = _loss_terms(_score(mu, bi, Q, phi, i), ratings[j], logistic)
-            sq = bi[i] * bi[i]
-            for f in range(k):
-                sq += Q[i, f] * Q[i, f]
-            reg = item_reg[i]
-            loss += w * (ell + reg * sq)
+        for t in range(_n_terms(m - n_sup, n_neg, pairwise)):
+            p, n = _term(n_sup, m - n_sup, t, n_neg, pairwise)
+            s, y, w = _term_score(mu, bi, Q, phi, items, ratings, weights, p, n)
+            w /= wq
+            ell, dl, _ = _loss_terms(s, y, logistic)
+            _term_feature(Q, items, p, n, x)
             c = w * dl
-            g_mu += c
-            v[0] += c
-            g_item[j, 0] += c + 2.0 * w * reg * bi[i]
-            for f in range(k):
-                v[1 + f] += c * Q[i, f]
-                g_item[j, 1 + f] += c * phi[1 + f] + 2.0 * w * reg * Q[i, f]
+            if n < 0:
+                g_mu += c
+            for a in range(d):
+                v[a] += c * x[a]
+            pen = 0.0
+            for j in (p, n):
+                if j < 0:
+                    continue
+                i = items[j]
+                sq = bi[i] * bi[i]
+                for f in range(k):
+                    sq += Q[i, f] * Q[i, f]
+                pen += item_reg[i] * sq
+                _item_terms(g_item, j, 1.0 if j == p else -1.0, c, 0.0, x, phi, Q[i])
+                g_item[j, 0] += 2.0 * w * item_reg[i] * bi[i]
+                for f in range(k):
+                    g_item[j, 1 + f] += 2.0 * w * item_reg[i] * Q[i, f]
+            loss += w * (ell + pen)
 
     g_lam = 0.0
     if hyper or not first_order:
-        ws = _support_norm(weights, n_sup, kappa)
+        ws = _support_norm(weights, n_sup, inner)
         vt = np.empty(d)
         hv = np.empty(d)
         gt = np.empty(d)
@@ -169,27 +258,29 @@ def _task_meta_grad(
                 hv[a] = 2.0 * lam * vt[a]
                 gt[a] = 2.0 * lam * phi_t[a]
             if ws > 0.0:
-                for j in range(n_sup):
-                    i = items[j]
-                    c = weights[j] / ws
-                    _, dl, d2l = _loss_terms(_score(mu, bi, Q, phi_t, i), ratings[j], logistic)
+                for e in range(_n_terms(n_sup, n_neg, pairwise)):
+                    p, n = _term(0, n_sup, e, n_neg, pairwise)
+                    s, y, w = _term_score(mu, bi, Q, phi_t, items, ratings, weights, p, n)
+                    c = w / ws
+                    _, dl, d2l = _loss_terms(s, y, logistic)
+                    _term_feature(Q, items, p, n, x)
                     ce = c * dl
                     if hyper:
-                        gt[0] += ce
-                        for f in range(k):
-                            gt[1 + f] += ce * Q[i, f]
+                        for a in range(d):
+                            gt[a] += ce * x[a]
                     if first_order:
                         continue
-                    xv = vt[0]
-                    for f in range(k):
-                        xv += vt[1 + f] * Q[i, f]
+                    xv = 0.0
+                    for a in range(d):
+                        xv += vt[a] * x[a]
                     cx = c * d2l * xv
-                    hv[0] += cx
-                    g_mu -= cx
-                    g_item[j, 0] -= cx
-                    for f in range(k):
-                        hv[1 + f] += cx * Q[i, f]
-                        g_item[j, 1 + f] -= cx * phi_t[1 + f] + ce * vt[1 + f]
+                    for a in range(d):
+                        hv[a] += cx * x[a]
+                    if n < 0:
+                        g_mu -= cx
+                    _item_terms(g_item, p, -1.0, cx, ce, vt, phi_t, Q[items[p]])
+                    if n >= 0:
+                        _item_terms(g_item, n, 1.0, cx, ce, vt, phi_t, Q[items[n]])
             if hyper:
                 # φ_{t+1} = φ_t − α ⊙ g(φ_t):  ∂/∂α = −g(φ_t),  ∂/∂λ = −2 α ⊙ φ_t.
                 for a in range(d):
