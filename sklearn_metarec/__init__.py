@@ -6,6 +6,7 @@ from .baseline import EmpiricalBayesRecommender
 from .factorization import FactorizationRecommender
 from .maml import MAMLFactorizationRecommender
 from .meta_sgd import MetaSGDFactorizationRecommender
+from .persistence import load_model, save_model
 from .reptile import ReptileFactorizationRecommender
 
 __version__ = "0.1.0"
@@ -18,4 +19,6 @@ __all__ = [
     "MAMLFactorizationRecommender",
     "MetaSGDFactorizationRecommender",
     "ReptileFactorizationRecommender",
+    "load_model",
+    "save_model",
 ]
