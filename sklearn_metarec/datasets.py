@@ -9,6 +9,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 
 import numpy as np
@@ -200,6 +201,10 @@ _ARCHIVES = {
     "1m": ("https://files.grouplens.org/datasets/movielens/ml-1m.zip",
            "md5", "c4d9eecfca2ab87c1945afe126590906"),
 }
+# The largest file the readers take (decompressed): ml-1m's ratings.dat is
+# 24 MiB; a bound keeps a crafted archive from filling memory.
+MAX_FILE_BYTES = 256 << 20
+
 _WHEEL = ("recbole==1.2.1", "recbole-1.2.1-py3-none-any.whl", "sha256",
           "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407")
 
@@ -244,13 +249,46 @@ class _Files:
         return found[0] if found else None
 
     def text(self, base, encoding):
+        """The file's text. Reads stop at ``MAX_FILE_BYTES``: a small zip
+        can expand to gigabytes, and a zip's declared sizes can lie."""
         name = self._names[base]
         if self._zip is not None:
-            raw = self._zip.read(name)
+            with self._zip.open(name) as f:
+                raw = f.read(MAX_FILE_BYTES + 1)
         else:
             with open(name, "rb") as f:
-                raw = f.read()
+                raw = f.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise ValueError(
+                f"{base} in {self.path!r} is larger than {MAX_FILE_BYTES >> 20} MiB once decompressed; "
+                "MovieLens files up to ml-1m are far smaller, so it is not read."
+            )
         return raw.decode(encoding)
+
+
+def _table(text, sep, n_fields, name, int_columns=()):
+    """The rows of a ``sep``-separated side file, each with at least
+    ``n_fields`` fields, and ``int_columns`` parsed as ints; a short row or
+    a bad number is named with the file and the line."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        row = line.split(sep)
+        if len(row) < n_fields:
+            raise ValueError(
+                f"{name} has {len(row)} fields on line {number} where {n_fields} are expected: {line!r}."
+            )
+        for c in int_columns:
+            try:
+                row[c] = int(row[c])
+            except ValueError:
+                raise ValueError(
+                    f"{name} holds {row[c]!r} in field {c + 1} of line {number}, where an integer is "
+                    f"expected: {line!r}."
+                ) from None
+        rows.append(row)
+    return rows
 
 
 def _numbers(text, n_columns, dtype=np.float64, name="A ratings file"):
@@ -287,17 +325,17 @@ def _read_100k(files):
     r = _numbers(files.text("u.data", "latin-1"), 4, np.int64, "u.data")
     users = items = None
     if files.find("u.user"):
-        rows = [line.split("|") for line in files.text("u.user", "latin-1").splitlines() if line]
-        users = {"user_id": [int(x[0]) for x in rows], "age": [int(x[1]) for x in rows],
+        rows = _table(files.text("u.user", "latin-1"), "|", 5, "u.user", (0, 1))
+        users = {"user_id": [x[0] for x in rows], "age": [x[1] for x in rows],
                  "gender": [x[2] for x in rows], "occupation": [x[3] for x in rows],
                  "zip_code": [x[4] for x in rows]}
     if files.find("u.item"):
         names = list(GENRES)
         if files.find("u.genre"):
-            pairs = [line.split("|") for line in files.text("u.genre", "latin-1").splitlines() if line.strip()]
-            names = [name for name, _ in sorted(pairs, key=lambda p: int(p[1]))]
-        rows = [line.split("|") for line in files.text("u.item", "latin-1").splitlines() if line]
-        items = {"item_id": [int(x[0]) for x in rows], "title": [x[1] for x in rows],
+            pairs = _table(files.text("u.genre", "latin-1"), "|", 2, "u.genre", (1,))
+            names = [name for name, _ in sorted(pairs, key=lambda p: p[1])]
+        rows = _table(files.text("u.item", "latin-1"), "|", 5 + len(names), "u.item", (0,))
+        items = {"item_id": [x[0] for x in rows], "title": [x[1] for x in rows],
                  "year": [_year(x[2]) for x in rows],
                  "genres": [[g for g, flag in zip(names, x[5:]) if flag.strip() == "1"] for x in rows]}
     return r[:, 0], r[:, 1], r[:, 2].astype(np.float64), r[:, 3], users, items
@@ -307,14 +345,14 @@ def _read_1m(files):
     r = _numbers(files.text("ratings.dat", "latin-1").replace("::", " "), 4, np.int64, "ratings.dat")
     users = items = None
     if files.find("users.dat"):
-        rows = [line.split("::") for line in files.text("users.dat", "latin-1").splitlines() if line]
+        rows = _table(files.text("users.dat", "latin-1"), "::", 5, "users.dat", (0, 2))
         # ml-1m codes age as a bracket's lower bound and occupation as 0..20.
-        users = {"user_id": [int(x[0]) for x in rows], "age": [int(x[2]) for x in rows],
+        users = {"user_id": [x[0] for x in rows], "age": [x[2] for x in rows],
                  "gender": [x[1] for x in rows], "occupation": [x[3] for x in rows],
                  "zip_code": [x[4] for x in rows]}
     if files.find("movies.dat"):
-        rows = [line.split("::") for line in files.text("movies.dat", "latin-1").splitlines() if line]
-        items = {"item_id": [int(x[0]) for x in rows], "title": [x[1] for x in rows],
+        rows = _table(files.text("movies.dat", "latin-1"), "::", 3, "movies.dat", (0,))
+        items = {"item_id": [x[0] for x in rows], "title": [x[1] for x in rows],
                  "year": [_year(x[1].rstrip().rstrip(")")) for x in rows],
                  "genres": [[g for g in x[2].split("|") if g] for x in rows]}
     return r[:, 0], r[:, 1], r[:, 2].astype(np.float64), r[:, 3], users, items
@@ -381,6 +419,13 @@ def load_movielens(path, *, as_frame=False):
         A folder holding the files (at any depth), or a zip or wheel file.
     as_frame : bool, default=False
         Return pandas objects (needs pandas).
+
+    Raises
+    ------
+    ValueError
+        If a file has a short row or a malformed number (the message gives
+        the file and the line), or is larger than ``MAX_FILE_BYTES``
+        (256 MiB) once decompressed.
 
     Returns
     -------
@@ -476,13 +521,14 @@ def _digest(path, algorithm):
     return h.hexdigest()
 
 
-def _verified(path, algorithm, expected):
+def _verified(path, algorithm, expected, cached=False):
     got = _digest(path, algorithm)
     if got != expected:
         os.remove(path)
+        why = ("the cached copy was damaged or replaced since it was downloaded" if cached
+               else "the download is corrupt or was changed upstream")
         raise OSError(
-            f"{os.path.basename(path)} has {algorithm} {got}, not the published {expected}; "
-            "the download is corrupt or was changed upstream, and has been removed."
+            f"{path} has {algorithm} {got}, not the published {expected}; {why}, and it has been removed."
         )
     return path
 
@@ -552,9 +598,19 @@ def fetch_movielens(variant="100k", *, data_home=None, source="grouplens",
     url, algorithm, checksum = _ARCHIVES[variant]
     archive = os.path.join(folder, os.path.basename(url))
     wheel = os.path.join(folder, _WHEEL[1])
-    cached = [p for p in (archive, wheel if variant == "100k" else None) if p and os.path.exists(p)]
-    if cached:
-        return load_movielens(cached[0], as_frame=as_frame)
+    # A cached file is checked again on every load: a file damaged or
+    # replaced since its download is removed (and fetched again below).
+    expected = {archive: (algorithm, checksum)}
+    if variant == "100k":
+        expected[wheel] = _WHEEL[2:]
+    for path, (algo, digest) in expected.items():
+        if os.path.exists(path):
+            try:
+                return load_movielens(_verified(path, algo, digest, cached=True), as_frame=as_frame)
+            except OSError as exc:
+                if not download_if_missing:
+                    raise
+                warnings.warn(f"{exc} Fetching it again.", stacklevel=2)
     if not download_if_missing:
         raise OSError(f"MovieLens-{variant} is not in {folder}.\n{_OFFLINE_HELP}")
     os.makedirs(folder, exist_ok=True)

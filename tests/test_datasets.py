@@ -137,9 +137,12 @@ def no_network(monkeypatch):
     monkeypatch.setattr(datasets.urllib.request, "urlopen", refuse)
 
 
-def test_fetch_uses_the_cache_without_network(tmp_path, no_network):
+def test_fetch_uses_the_cache_without_network(tmp_path, no_network, monkeypatch):
+    payload = _zip(_100k_files(), "ml-100k/")
     (tmp_path / "movielens").mkdir()
-    (tmp_path / "movielens" / "ml-100k.zip").write_bytes(_zip(_100k_files(), "ml-100k/"))
+    (tmp_path / "movielens" / "ml-100k.zip").write_bytes(payload)
+    url = datasets._ARCHIVES["100k"][0]
+    monkeypatch.setitem(datasets._ARCHIVES, "100k", (url, "md5", hashlib.md5(payload).hexdigest()))
     assert len(fetch_movielens(data_home=tmp_path).y) == 4
 
 
@@ -252,3 +255,61 @@ def test_an_atomic_file_with_a_fractional_id_is_refused(tmp_path):
     (tmp_path / "ml.inter").write_text(text)
     with pytest.raises(ValueError, match="user_id field holds 1.7"):
         load_movielens(tmp_path)
+
+
+@pytest.mark.parametrize("name, line, message", [
+    ("u.user", "4|31|M\n", r"u.user has 3 fields on line 4 where 5 are expected"),
+    ("u.user", "4|old|M|writer|1234\n", r"u.user holds 'old' in field 2 of line 4"),
+    ("u.genre", "Western\n", r"u.genre has 1 fields on line 20 where 2 are expected"),
+    ("u.item", "40|Short (1990)|01-Jan-1990\n", r"u.item has 3 fields on line 4 where 24 are expected"),
+])
+def test_short_or_bad_rows_in_side_files_are_named(tmp_path, name, line, message):
+    files = _100k_files()
+    files[name] += line.encode()
+    with pytest.raises(ValueError, match=message):
+        load_movielens(_write_dir(tmp_path, files))
+
+
+@pytest.mark.parametrize("name, line, message", [
+    ("users.dat", "4::M::25\n", r"users.dat has 3 fields on line 4 where 5 are expected"),
+    ("movies.dat", "40::Short (1990)\n", r"movies.dat has 2 fields on line 4 where 3 are expected"),
+    ("movies.dat", "x::Bad (1990)::Drama\n", r"movies.dat holds 'x' in field 1 of line 4"),
+])
+def test_short_or_bad_rows_in_1m_side_files_are_named(tmp_path, name, line, message):
+    files = _1m_files()
+    files[name] += line.encode()
+    with pytest.raises(ValueError, match=message):
+        load_movielens(_write_dir(tmp_path, files))
+
+
+def test_a_zip_that_expands_past_the_bound_is_not_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "MAX_FILE_BYTES", 1000)
+    with zipfile.ZipFile(tmp_path / "ml.zip", "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("ml-100k/u.data", b"1\t10\t4\t881250949\n" * 1000)  # 19 kB that compress to little
+    assert (tmp_path / "ml.zip").stat().st_size < 1000
+    with pytest.raises(ValueError, match="u.data in .* is larger than"):
+        load_movielens(tmp_path / "ml.zip")
+
+
+def test_a_damaged_cache_is_verified_removed_and_fetched_again(tmp_path, monkeypatch):
+    payload = _zip(_100k_files(), "ml-100k/")
+    downloads = []
+
+    def serve(url, timeout):
+        downloads.append(url)
+        return io.BytesIO(payload)
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", serve)
+    url = datasets._ARCHIVES["100k"][0]
+    monkeypatch.setitem(datasets._ARCHIVES, "100k", (url, "md5", hashlib.md5(payload).hexdigest()))
+    assert len(fetch_movielens(data_home=tmp_path).y) == 4
+    cached = tmp_path / "movielens" / "ml-100k.zip"
+    # A valid zip, but not the published one: it is no longer accepted.
+    cached.write_bytes(_zip({**_100k_files(), "u.data": b"9\t9\t1\t1\n"}, "ml-100k/"))
+    with pytest.raises(OSError, match="cached copy was damaged or replaced"):
+        fetch_movielens(data_home=tmp_path, download_if_missing=False)
+    assert not cached.exists()
+    cached.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="Fetching it again"):
+        assert len(fetch_movielens(data_home=tmp_path).y) == 4
+    assert len(downloads) == 2 and cached.read_bytes() == payload
