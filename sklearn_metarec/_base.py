@@ -32,18 +32,26 @@ from ._data import (
 @contextmanager
 def numba_threads(n_jobs):
     """Run Numba kernels on ``n_jobs`` threads (None: Numba's default;
-    negative: all cores but ``-n_jobs - 1``), restoring the old count after."""
-    if n_jobs is None:
-        yield
-        return
-    available = numba.config.NUMBA_NUM_THREADS
-    n = n_jobs if n_jobs > 0 else available + 1 + n_jobs
-    previous = numba.get_num_threads()
-    numba.set_num_threads(int(min(max(n, 1), available)))
+    negative: all cores but ``-n_jobs - 1``), restoring the old count after.
+
+    An exception raised inside a parallel region (say, an allocation that
+    fails) reaches Python as a ``SystemError`` whose cause is the real
+    exception; it is re-raised as that exception."""
+    previous = None
+    if n_jobs is not None:
+        available = numba.config.NUMBA_NUM_THREADS
+        n = n_jobs if n_jobs > 0 else available + 1 + n_jobs
+        previous = numba.get_num_threads()
+        numba.set_num_threads(int(min(max(n, 1), available)))
     try:
         yield
+    except SystemError as exc:
+        if isinstance(exc.__cause__, Exception):
+            raise exc.__cause__ from None
+        raise
     finally:
-        numba.set_num_threads(previous)
+        if previous is not None:
+            numba.set_num_threads(previous)
 
 
 class DivergenceError(ValueError, FloatingPointError):

@@ -176,3 +176,31 @@ def test_uint64_ids_above_2_63_never_merge_with_each_other():
     # An int64 id next to them is its own user too: unknown here.
     unknown = model.predict(np.array([[2**63 - 1, 1]], dtype=np.int64))
     assert unknown[0] != high
+
+
+def test_errors_inside_parallel_kernels_surface_as_themselves():
+    # Numba hands an exception raised in a parallel region to Python as a
+    # SystemError ("returned a result with an exception set"); every kernel
+    # call runs under numba_threads, which re-raises the real exception.
+    import numba
+
+    from sklearn_metarec._base import numba_threads
+
+    @numba.njit(parallel=True)
+    def allocate(n):
+        total = 0.0
+        for i in numba.prange(4):
+            total += np.empty(n).shape[0]
+        return total
+
+    with pytest.raises(SystemError):
+        allocate(2**62)
+    for n_jobs in (None, 1, 2):
+        with pytest.raises(ValueError, match="array is too big"):
+            with numba_threads(n_jobs):
+                allocate(2**62)
+    threads = numba.get_num_threads()
+    with pytest.raises(ValueError):
+        with numba_threads(1):
+            allocate(2**62)
+    assert numba.get_num_threads() == threads  # restored after the error
