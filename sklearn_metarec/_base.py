@@ -65,11 +65,62 @@ MAX_INNER_STEPS = 1000
 MAX_NEGATIVES = 1000
 
 
+class _ReadWriteLock:
+    """Many readers or one writer. A writer waits for the readers in
+    progress and holds new ones back (so that a stream of readers cannot
+    starve it); the writing thread may enter again, to read or to write."""
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = None
+        self._depth = 0
+        self._waiting = 0
+
+    @contextmanager
+    def reading(self):
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer != me:
+                while self._writer is not None or self._waiting:
+                    self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def writing(self):
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer != me:
+                self._waiting += 1
+                while self._writer is not None or self._readers:
+                    self._cond.wait()
+                self._waiting -= 1
+                self._writer = me
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._depth -= 1
+                if not self._depth:
+                    self._writer = None
+                    self._cond.notify_all()
+
+
 def serialized(method=None, *, in_place=True):
     """Make a state-changing method a transaction: it runs under the
-    estimator's lock, so that concurrent writers (``fit``, ``partial_fit``,
-    ``fold_in``) give the model of some serial order, and if it raises, the
-    estimator is put back exactly as it was. ``in_place=False`` declares
+    estimator's write lock, so that concurrent writers (``fit``,
+    ``partial_fit``, ``fold_in``) give the model of some serial order and
+    readers (``predict``, ``recommend``) see the model before or after it,
+    never in between; and if it raises, the estimator is put back exactly as
+    it was. ``in_place=False`` declares
     that the method replaces arrays rather than writing into them (but for
     rows past the known users, and its last step, which cannot fail), so
     none is copied: this keeps ``fold_in`` O(its users), not O(the model)."""
@@ -87,6 +138,18 @@ def serialized(method=None, *, in_place=True):
                 raise
 
     return transaction
+
+
+def reads(method):
+    """Run a method that only reads the model under the estimator's read
+    lock: readers run together, and never while a writer is half done."""
+
+    @functools.wraps(method)
+    def read(self, *args, **kwargs):
+        with self._reader_lock():
+            return method(self, *args, **kwargs)
+
+    return read
 
 
 def _save_state(est, in_place):
@@ -191,9 +254,15 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             state["_user_buf"] = self._users.copy()
         return state
 
-    def _writer_lock(self):
+    def _rwlock(self):
         # setdefault is atomic, so two threads never get different locks.
-        return self.__dict__.setdefault("_lock", threading.RLock())
+        return self.__dict__.setdefault("_lock", _ReadWriteLock())
+
+    def _writer_lock(self):
+        return self._rwlock().writing()
+
+    def _reader_lock(self):
+        return self._rwlock().reading()
 
     def _unpacked(self):
         return K.unpack(self._theta, len(self._item_vocab), self._users.shape[1])
@@ -395,6 +464,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
     # ------------------------------------------------------------------
     # Public API shared by all estimators
 
+    @reads
     def predict(self, X):
         """Predict ratings for (user id, item id) rows.
 
@@ -457,6 +527,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         self._refresh_users(touched, fresh, n_users_old)
         return self
 
+    @reads
     def recommend(self, users, n=10, *, exclude_seen=True, items=None):
         """Top-``n`` items for each user, best first.
 

@@ -113,7 +113,7 @@ def save_model(estimator, file):
     if not hasattr(estimator, "_theta"):
         raise ValueError(f"This {name} instance is not fitted yet; fit it before saving it.")
     encode = _Encoder()
-    with estimator._writer_lock():  # a consistent snapshot while writers wait
+    with estimator._reader_lock():  # a consistent snapshot: writers wait
         state = {}
         for key, value in vars(estimator).items():
             if key == "_lock" or key in estimator.get_params(deep=False):

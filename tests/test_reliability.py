@@ -102,7 +102,7 @@ def test_pickles_leave_the_lock_behind():
     copy = pickle.loads(pickle.dumps(model))
     assert "_lock" not in vars(copy)
     copy.fold_in([[500, X[0, 1]]], [4.0])
-    assert copy._writer_lock() is not model._writer_lock()
+    assert copy._rwlock() is not model._rwlock()
 
 
 @pytest.mark.parametrize("cls", list(SMALL))
@@ -204,3 +204,81 @@ def test_errors_inside_parallel_kernels_surface_as_themselves():
         with numba_threads(1):
             allocate(2**62)
     assert numba.get_num_threads() == threads  # restored after the error
+
+
+@pytest.mark.parametrize("cls", [MAMLFactorizationRecommender, EmpiricalBayesRecommender])
+def test_readers_never_see_a_writer_half_done(cls, monkeypatch):
+    # fold_in adds a user to the vocabulary (with the prior's row) before
+    # it solves for its parameters. A reader arriving in between used to see
+    # the user with the prior's prediction (all-zero rows before that fix);
+    # it now waits for the writer and sees the finished model.
+    X, y = data()
+    model = cls(**SMALL.get(cls, {}), random_state=0).fit(X, y)
+    new = np.column_stack([np.full(4, 1000), X[:4, 1]])
+    expected = pickle.loads(pickle.dumps(model)).fold_in(new, [5.0, 5.0, 1.0, 5.0]).predict(new)
+    inside, release = threading.Event(), threading.Event()
+    solve = type(model)._solve_users
+
+    def paused(self, *args):
+        inside.set()
+        release.wait(10)
+        return solve(self, *args)
+
+    monkeypatch.setattr(type(model), "_solve_users", paused)
+    writer = threading.Thread(target=model.fold_in, args=(new, [5.0, 5.0, 1.0, 5.0]))
+    writer.start()
+    assert inside.wait(10)
+    assert 1000 in model.user_ids_.tolist()  # the writer is half done
+    seen = {}
+    reader = threading.Thread(target=lambda: seen.update(predict=model.predict(new),
+                                                         recommend=model.recommend(1000, n=3)))
+    reader.start()
+    reader.join(0.3)
+    assert reader.is_alive()  # held back while the writer is inside
+    release.set()
+    writer.join(10)
+    reader.join(10)
+    np.testing.assert_array_equal(seen["predict"], expected)
+
+
+def test_the_read_write_lock():
+    from sklearn_metarec._base import _ReadWriteLock
+
+    lock = _ReadWriteLock()
+    order = []
+    done_writing = threading.Event()
+
+    def write():
+        with lock.writing():
+            order.append("writer")
+            done_writing.wait(5)
+
+    def read():
+        with lock.reading():
+            order.append("late reader")
+
+    with lock.reading():
+        with lock.reading():  # readers share the lock
+            pass
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(0.2)
+        assert writer.is_alive() and not order  # the writer waits for the reader in progress
+        late = threading.Thread(target=read)
+        late.start()
+        late.join(0.2)
+        assert late.is_alive() and not order  # and a waiting writer holds new readers back
+    writer.join(0.2)
+    assert order == ["writer"]
+    late.join(0.2)
+    assert late.is_alive()  # the writer is inside: the reader waits
+    done_writing.set()
+    writer.join(5)
+    late.join(5)
+    assert order == ["writer", "late reader"]
+    # The writing thread may read and write again inside its own write.
+    with lock.writing():
+        with lock.reading():
+            with lock.writing():
+                pass
+    assert lock._writer is None and lock._readers == 0
