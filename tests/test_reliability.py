@@ -282,3 +282,14 @@ def test_the_read_write_lock():
             with lock.writing():
                 pass
     assert lock._writer is None and lock._readers == 0
+
+
+def test_float_ids_are_kept_as_given():
+    # The README's rule: a float id is an id of its own (1.5 is neither 1
+    # nor 2), and 2.0 is the same id as 2, as in numeric columns.
+    X = np.array([[1.0, 10.0], [1.5, 10.0], [2.0, 11.0], [1.5, 11.0], [1.0, 11.0], [2.0, 10.0]])
+    model = FactorizationRecommender(n_factors=2, n_epochs=1, random_state=0).fit(X, [5.0, 1.0, 4.0, 1.0, 5.0, 4.0])
+    assert model.user_ids_.tolist() == [1.0, 1.5, 2.0]
+    model.fold_in(np.array([[2, 10]]), [3.0])
+    assert model.user_ids_.tolist() == [1.0, 1.5, 2.0]  # 2 is the known 2.0
+    assert model.predict([[1.5, 10.0]])[0] != model.predict([[1.0, 10.0]])[0]
