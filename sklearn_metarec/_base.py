@@ -1,6 +1,7 @@
 """What every recommender of the package shares: id handling, the rating
 log, fold-in, prediction and the fitted attributes of the factorization model."""
 
+import contextlib
 import functools
 import numbers
 import threading
@@ -29,28 +30,54 @@ from ._data import (
 )
 
 
+# Below this much work (about multiply-adds) a kernel call runs on the
+# calling thread alone: waking a pool costs more than it saves, and far
+# more when other processes hold the cores.
+SERIAL_WORK = 200_000
+
+# Numba's "workqueue" threading layer (used when neither OpenMP nor TBB is
+# available) aborts the process when two threads launch parallel kernels at
+# once; on that layer launches take this lock.
+_WORKQUEUE_LOCK = threading.RLock()
+_layer = []
+
+
+def _threading_layer():
+    if not _layer:
+        numba.get_num_threads()  # starts the pool, which fixes the layer
+        _layer.append(numba.threading_layer())
+    return _layer[0]
+
+
 @contextmanager
-def numba_threads(n_jobs):
+def numba_threads(n_jobs, work=None):
     """Run Numba kernels on ``n_jobs`` threads (None: Numba's default;
-    negative: all cores but ``-n_jobs - 1``), restoring the old count after.
+    negative: all cores but ``-n_jobs - 1``), or on one thread when the
+    call's ``work`` is below ``SERIAL_WORK``; the thread count is restored
+    after (it is per thread in Numba, so concurrent calls do not interfere).
 
     An exception raised inside a parallel region (say, an allocation that
     fails) reaches Python as a ``SystemError`` whose cause is the real
     exception; it is re-raised as that exception."""
-    previous = None
-    if n_jobs is not None:
-        available = numba.config.NUMBA_NUM_THREADS
-        n = n_jobs if n_jobs > 0 else available + 1 + n_jobs
+    available = numba.config.NUMBA_NUM_THREADS
+    if work is not None and work < SERIAL_WORK:
+        n = 1
+    elif n_jobs is None:
+        n = None
+    else:
+        n = int(min(max(n_jobs if n_jobs > 0 else available + 1 + n_jobs, 1), available))
+    guard = _WORKQUEUE_LOCK if _threading_layer() == "workqueue" else contextlib.nullcontext()
+    with guard:
         previous = numba.get_num_threads()
-        numba.set_num_threads(int(min(max(n, 1), available)))
-    try:
-        yield
-    except SystemError as exc:
-        if isinstance(exc.__cause__, Exception):
-            raise exc.__cause__ from None
-        raise
-    finally:
-        if previous is not None:
+        if n is not None:
+            numba.set_num_threads(n)
+        try:
+            yield
+        except SystemError as exc:
+            if isinstance(exc.__cause__, Exception):
+                raise exc.__cause__ from None
+            raise
+        finally:
             numba.set_num_threads(previous)
 
 
@@ -450,7 +477,11 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         else:
             csr = self._log.csr(len(self._user_vocab))
             local = users
-        with numba_threads(self.n_jobs):
+        indptr = csr[0]
+        # About (1 + n_neg) · T · d multiply-adds per rating (T, negatives:
+        # a few), enough to tell a serving call from a batch.
+        work = 8 * self._users.shape[1] * int(np.sum(indptr[local + 1] - indptr[local]))
+        with numba_threads(self.n_jobs, work):
             # ``users`` (the global codes) key each user's sampled negatives,
             # so a user's fold-in does not depend on who is folded in with it.
             rows = self._solve_users(*csr, local, users)
@@ -489,7 +520,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         u = self._user_vocab.lookup(users)
         i = self._item_vocab.lookup(items)
         out = np.empty(len(u))
-        with numba_threads(self.n_jobs):
+        with numba_threads(self.n_jobs, len(u) * self._users.shape[1]):
             K.predict(u, i, self._users, self._theta, len(self._item_vocab), self._users.shape[1], out)
         return expit(out) if self._logistic else out
 
@@ -608,7 +639,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         indptr, seen, _, _ = self._log.csr(len(self._user_vocab))
         pos = np.empty((len(user_codes), n_out), dtype=np.int64)
         scores = np.empty((len(user_codes), n_out))
-        with numba_threads(self.n_jobs):
+        with numba_threads(self.n_jobs, len(user_codes) * len(candidates) * self._users.shape[1]):
             K.top_n(user_codes, self._users, self._theta, n_items, self._users.shape[1],
                     candidates, candidate_pos, indptr, seen, bool(exclude_seen), n_out, pos, scores)
         return pos, scores

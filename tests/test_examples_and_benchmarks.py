@@ -312,3 +312,18 @@ def test_robustness_benchmark(tmp_path, monkeypatch, capsys):
         assert f"| {variant} | 5 | " in text
     assert "long tail" not in text.split("\n|")[-1]
     assert text.count("(lead)") + text.count("(tie)") + text.count("(behind)") == 6
+
+
+def test_threads_benchmark(monkeypatch):
+    from sklearn_metarec.datasets import make_ratings
+
+    _benchmarks(monkeypatch)
+    import threads
+
+    X, y = make_ratings(n_users=60, n_items=30, random_state=0)
+    rows = threads.measure(X, y)
+    text = threads.table(rows)
+    assert set(rows) == {None, 1}
+    assert text.count("\n") == 1 + len(rows[None])
+    p50, p99 = rows[1]["predict, 1 row (ms)"]
+    assert 0 < p50 <= p99
