@@ -11,7 +11,9 @@ Every method is tuned with a grid of the same size (6 points) on validation
 users drawn from the known users (``ColdStartSplit``, one eighth of them,
 by catalogue recall@20), then refitted on all the training data. Peers:
 popularity; ``implicit``'s ALS and BPR (CPU, one BLAS thread). Ours:
-Meta-SGD and MAML with ``loss="logistic"`` and sampled negatives. Paired
+Meta-SGD and MAML with ``loss="logistic"`` (the cross-entropy of positives
+against sampled negatives) and with ``loss="bpr"`` (the pairwise ranking
+loss on the same samples), each over n_negatives × inner_lr. Paired
 per-seed differences against the best peer, with their standard error.
 
     python benchmarks/implicit_top_n.py [--data ml-100k.zip] [--seeds 0 1 2]
@@ -34,7 +36,7 @@ from sklearn_metarec import MAMLFactorizationRecommender, MetaSGDFactorizationRe
 from sklearn_metarec.datasets import fetch_movielens, load_movielens
 from sklearn_metarec.model_selection import ColdStartSplit, cold_start_split
 
-OURS = ("Meta-SGD, logistic (ours)", "MAML, logistic (ours)")
+OURS = ("Meta-SGD, logistic (ours)", "MAML, logistic (ours)", "Meta-SGD, bpr (ours)", "MAML, bpr (ours)")
 
 
 class Popularity:
@@ -82,8 +84,8 @@ class ImplicitModel:
 class Ours:
     """A package estimator fitted on positives only."""
 
-    def __init__(self, cls, **params):
-        self.model_ = cls(loss="logistic", **params)
+    def __init__(self, cls, loss, **params):
+        self.model_ = cls(loss=loss, **params)
 
     def fit(self, X):
         self.model_.fit(X[:, :2])
@@ -104,10 +106,12 @@ def methods(seed):
                          grid(factors=[32, 64, 128], regularization=[0.01, 0.1])),
         "implicit BPR": (lambda **p: ImplicitModel("bpr", **p),
                          grid(factors=[64, 128], learning_rate=[0.005, 0.01, 0.03])),
-        OURS[0]: (lambda **p: Ours(MetaSGDFactorizationRecommender, random_state=seed, **p),
-                  grid(n_negatives=[4, 8, 16], n_epochs=[40, 80])),
-        OURS[1]: (lambda **p: Ours(MAMLFactorizationRecommender, random_state=seed, **p),
-                  grid(n_negatives=[4, 8, 16], n_epochs=[40, 80])),
+        **{name: (lambda cls=cls, loss=loss, **p: Ours(cls, loss, random_state=seed, **p),
+                  grid(n_negatives=[4, 16], inner_lr=[1.0, 3.0, 10.0]))
+           for name, (cls, loss) in zip(OURS, [(MetaSGDFactorizationRecommender, "logistic"),
+                                               (MAMLFactorizationRecommender, "logistic"),
+                                               (MetaSGDFactorizationRecommender, "bpr"),
+                                               (MAMLFactorizationRecommender, "bpr")])},
     }
 
 
