@@ -33,7 +33,7 @@ from ._data import (
 # Below this much work (about multiply-adds) a kernel call runs on the
 # calling thread alone: waking a pool costs more than it saves, and far
 # more when other processes hold the cores.
-SERIAL_WORK = 200_000
+SERIAL_WORK = 1_000_000
 
 # Numba's "workqueue" threading layer (used when neither OpenMP nor TBB is
 # available) aborts the process when two threads launch parallel kernels at
@@ -343,10 +343,28 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
                     f"The {name!r} parameter of {type(self).__name__} must be a number, not a bool; got {value!r}."
                 )
 
+    def _params_key(self):
+        """The parameters' values, comparable with ``==``, or None when one
+        of them could change in place unseen (a list, say)."""
+        values = []
+        for name in sorted(self._parameter_constraints):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                value = ("list", tuple(value))
+            elif not (value is None or isinstance(value, (bool, int, float, str, tuple, np.random.RandomState))):
+                return None
+            values.append((name, value))
+        return tuple(values)
+
     def _check_update(self):
         """Validate the parameters again before a call that updates a
-        fitted model, and refuse changes to those that fix its structure."""
-        self._validate_params()
+        fitted model, and refuse changes to those that fix its structure.
+        Validation is skipped when the parameters are those validated last:
+        it is most of the cost of a one-user fold-in."""
+        key = self._params_key()
+        if key is None or key != self.__dict__.get("_validated"):
+            self._validate_params()
+            self._validated = key
         now = self._structural_params()
         for name, fitted in self._structure.items():
             if now[name] != fitted:
@@ -474,6 +492,10 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             u, i, y, w = fresh
             csr = csr_by_user(u - n_users_old, i, y, w, len(users))
             local = users - n_users_old
+        elif 4 * len(users) < len(self._user_vocab):
+            # A few users: their ratings alone, without re-sorting the log.
+            csr = self._log.user_csr(users, len(self._user_vocab))
+            local = np.arange(len(users), dtype=np.int64)
         else:
             csr = self._log.csr(len(self._user_vocab))
             local = users
@@ -636,12 +658,18 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         candidate_pos = np.full(n_items, -1, dtype=np.int64)
         candidate_pos[candidates[candidates >= 0]] = np.flatnonzero(candidates >= 0)
         n_out = min(n, len(candidates))
-        indptr, seen, _, _ = self._log.csr(len(self._user_vocab))
+        # The rated items of the known users asked for: O(their ratings).
+        known, seen_rows = np.unique(user_codes, return_inverse=True)
+        seen_rows = seen_rows.ravel().astype(np.int64)
+        if len(known) and known[0] < 0:
+            seen_rows -= 1  # −1: an unknown user, who has rated nothing
+            known = known[1:]
+        indptr, seen, _, _ = self._log.user_csr(known, len(self._user_vocab))
         pos = np.empty((len(user_codes), n_out), dtype=np.int64)
         scores = np.empty((len(user_codes), n_out))
         with numba_threads(self.n_jobs, len(user_codes) * len(candidates) * self._users.shape[1]):
             K.top_n(user_codes, self._users, self._theta, n_items, self._users.shape[1],
-                    candidates, candidate_pos, indptr, seen, bool(exclude_seen), n_out, pos, scores)
+                    candidates, candidate_pos, indptr, seen, seen_rows, bool(exclude_seen), n_out, pos, scores)
         return pos, scores
 
     def __sklearn_tags__(self):

@@ -292,21 +292,43 @@ def csr_by_user(users, items, ratings, weights, n_users):
 class RatingLog:
     """Every rating the estimator has been given, as coded arrays.
 
-    Appends are O(new ratings); the CSR-by-user view is rebuilt only when
-    asked for after an append.
+    Appends are O(new ratings). Two views: ``csr``, every user's ratings by
+    user (for training), rebuilt only when asked for after an append; and
+    ``user_csr``, the ratings of a few users, which costs O(their ratings +
+    the ratings appended since the last full view) and never re-sorts the
+    log, so that serving calls (fold-in of a known user, ``recommend``)
+    stay O(user). The ratings appended since the last full view are merged
+    into it once they pass ``MERGE_AFTER`` (amortized O(1) per rating).
     """
+
+    MERGE_AFTER = 1 << 16
 
     def __init__(self):
         self._chunks = []
         self._csr = None
         self._n_users = 0
+        self._n_base = 0  # ratings in the full view ``_csr``
 
     def append(self, users, items, ratings, weights):
         self._chunks.append(
             (users.astype(np.int64), items.astype(np.int64),
              ratings.astype(np.float64), weights.astype(np.float64))
         )
-        self._csr = None
+        if len(self._chunks) > 64:  # few chunks, so that reading the tail stays cheap
+            self._chunks[1:] = [tuple(np.concatenate(parts) for parts in zip(*self._chunks[1:]))]
+
+    def _tail(self):
+        """The ratings appended since the full view was built. The chunks
+        they fill are merged into one on the way, so that the next call
+        concatenates two chunks, not one per call since the full view."""
+        skip, j = self._n_base, 0
+        while skip >= len(self._chunks[j][0]):
+            skip -= len(self._chunks[j][0])
+            j += 1
+        if skip == 0 and len(self._chunks) - j > 1:
+            self._chunks[j:] = [tuple(np.concatenate(parts) for parts in zip(*self._chunks[j:]))]
+        parts = [tuple(a[skip:] for a in self._chunks[j])] + self._chunks[j + 1:]
+        return parts[0] if len(parts) == 1 else tuple(np.concatenate(p) for p in zip(*parts))
 
     def __len__(self):
         return sum(len(c[0]) for c in self._chunks)
@@ -319,7 +341,33 @@ class RatingLog:
 
     def csr(self, n_users):
         """CSR arrays by user: (indptr, items, ratings, weights)."""
-        if self._csr is None or self._n_users != n_users:
+        if self._csr is None or self._n_users != n_users or self._n_base != len(self):
             self._csr = csr_by_user(*self.coo(), n_users)
             self._n_users = n_users
+            self._n_base = len(self)
         return self._csr
+
+    def user_csr(self, users, n_users):
+        """CSR arrays (indptr, items, ratings, weights) of the ratings of
+        ``users`` (distinct codes), row b for ``users[b]``, each user's in
+        the order they were appended, as in :meth:`csr`."""
+        tail = len(self) - self._n_base
+        if self._csr is None or tail > self.MERGE_AFTER:
+            self.csr(n_users)
+            tail = 0
+        indptr, items, ratings, weights = self._csr
+        old = np.where(users < self._n_users, users, 0)
+        counts = np.where(users < self._n_users, indptr[old + 1] - indptr[old], 0)
+        # The full view's entries of each user, by a running index.
+        starts = np.repeat(indptr[old] - (np.cumsum(counts) - counts), counts)
+        pos = starts + np.arange(counts.sum())
+        parts = [(np.repeat(np.arange(len(users)), counts), items[pos], ratings[pos], weights[pos])]
+        if tail:
+            u, i, r, w = self._tail()
+            order = np.argsort(users, kind="stable")
+            at = np.searchsorted(users[order], u)
+            hit = (at < len(users)) & (users[order[np.minimum(at, len(users) - 1)]] == u)
+            parts.append((order[at[hit]], i[hit], r[hit], w[hit]))
+        rows, i, r, w = (np.concatenate(c) for c in zip(*parts))
+        # Stable: each user's older ratings, then those appended since.
+        return csr_by_user(rows, i, r, w, len(users))

@@ -327,3 +327,15 @@ def test_threads_benchmark(monkeypatch):
     assert text.count("\n") == 1 + len(rows[None])
     p50, p99 = rows[1]["predict, 1 row (ms)"]
     assert 0 < p50 <= p99
+
+
+def test_serving_benchmark(tmp_path, monkeypatch, capsys):
+    _benchmarks(monkeypatch)
+    import serving
+
+    serving.main(["--sizes", "20000", "--out", str(tmp_path / "serving.md")])
+    text = (tmp_path / "serving.md").read_text()
+    assert "| 20,000 |" in text and "fold_in, per-user views" in text and "re-sort every call" in text
+    from sklearn_metarec._data import RatingLog
+
+    assert RatingLog.MERGE_AFTER == 1 << 16  # restored after the run

@@ -293,3 +293,59 @@ def test_float_ids_are_kept_as_given():
     model.fold_in(np.array([[2, 10]]), [3.0])
     assert model.user_ids_.tolist() == [1.0, 1.5, 2.0]  # 2 is the known 2.0
     assert model.predict([[1.5, 10.0]])[0] != model.predict([[1.0, 10.0]])[0]
+
+
+def test_a_few_users_ratings_without_resorting_the_log(monkeypatch):
+    # user_csr gives what the full view gives for those users, rows in the
+    # order asked, with ratings appended since the full view was built.
+    from sklearn_metarec._data import RatingLog
+
+    rng = np.random.default_rng(0)
+    log = RatingLog()
+    n_users = 30
+    for size in (200, 7, 1, 13, 40):
+        log.append(rng.integers(0, n_users, size), rng.integers(0, 50, size), rng.normal(size=size),
+                   rng.uniform(size=size))
+        if size == 200:
+            log.csr(n_users)  # a full view, then appends after it
+    log.append(np.array([n_users]), np.array([3]), np.array([1.0]), np.array([1.0]))  # a new user
+    users = np.array([n_users, 4, 17, 0, 29, 11])
+    mini = log.user_csr(users, n_users + 1)
+    full = log.csr(n_users + 1)
+    for b, u in enumerate(users):
+        for got, want in zip(mini[1:], full[1:]):
+            np.testing.assert_array_equal(got[mini[0][b]:mini[0][b + 1]], want[full[0][u]:full[0][u + 1]])
+    assert log.user_csr(np.array([], dtype=np.int64), n_users + 1)[0].tolist() == [0]
+    # Serving calls never rebuild the full view below the merge bound.
+    model = MAMLFactorizationRecommender(n_factors=3, n_epochs=1, random_state=0).fit(*data())
+    model.recommend(model.user_ids_[:2], n=3)
+    calls = []
+    full_view = RatingLog.csr
+
+    def counted(self, n):
+        calls.append(n)
+        return full_view(self, n)
+
+    monkeypatch.setattr(RatingLog, "csr", counted)
+    known = model.user_ids_[0]
+    for k in range(5):
+        model.fold_in([[known, model.item_ids_[k]]], [4.0])
+        model.recommend([known, -12345], n=3)
+    assert calls == []
+
+
+def test_parameters_changed_in_place_are_validated_again():
+    # Updating calls skip validation when the parameters are those validated
+    # last; a list changed in place must not slip through.
+    X, y = data()
+    support = [2, 5]
+    model = MAMLFactorizationRecommender(n_factors=3, n_epochs=1, n_support=support, random_state=0).fit(X, y)
+    model.partial_fit(X[:10], y[:10])
+    support[:] = [-5, -1]
+    with pytest.raises(ValueError, match="n_support"):
+        model.partial_fit(X[:10], y[:10])
+    support[:] = [2, 5]
+    model.partial_fit(X[:10], y[:10])
+    model.set_params(n_inner_steps=2**40)
+    with pytest.raises(ValueError, match="n_inner_steps"):
+        model.fold_in(X[:3], y[:3])

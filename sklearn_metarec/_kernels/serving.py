@@ -153,12 +153,14 @@ def _sift_down(heap, scores, n, root):
 
 @jit(parallel=True)
 def top_n(user_codes, user_table, theta, n_items, d, candidates, candidate_pos,
-          seen_indptr, seen_items, exclude_seen, n, out_pos, out_scores):
+          seen_indptr, seen_items, seen_rows, exclude_seen, n, out_pos, out_scores):
     """Top-``n`` candidates per user by r̂, best first, by bounded heap
     selection: O(m log n) per user for m candidates, never a full sort.
 
     ``candidates`` holds item codes (−1: unknown item), ``candidate_pos`` maps
-    an item code to its candidate position (−1: not a candidate). Excluded
+    an item code to its candidate position (−1: not a candidate). User
+    ``b``'s rated items are row ``seen_rows[b]`` of the CSR arrays
+    ``seen_indptr``, ``seen_items`` (−1: none). Excluded
     items score −∞, so they fill the list only when nothing else is left.
     Scores equal ``predict``'s bit for bit.
     """
@@ -171,8 +173,9 @@ def top_n(user_codes, user_table, theta, n_items, d, candidates, candidate_pos,
         scores = np.empty(m)
         for c in range(m):
             scores[c] = _score(mu, bi, Q, phi, candidates[c])
-        if exclude_seen and u >= 0:
-            for j in range(seen_indptr[u], seen_indptr[u + 1]):
+        r = seen_rows[b]
+        if exclude_seen and r >= 0:
+            for j in range(seen_indptr[r], seen_indptr[r + 1]):
                 c = candidate_pos[seen_items[j]]
                 if c >= 0:
                     scores[c] = -np.inf
