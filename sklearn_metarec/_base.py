@@ -17,6 +17,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _kernels as K
+from ._kernels._jit import first_use_notice
 from ._data import (
     ContextColumnsIgnoredWarning,
     RatingLog,
@@ -59,6 +60,7 @@ def numba_threads(n_jobs, work=None):
     An exception raised inside a parallel region (say, an allocation that
     fails) reaches Python as a ``SystemError`` whose cause is the real
     exception; it is re-raised as that exception."""
+    first_use_notice()
     available = numba.config.NUMBA_NUM_THREADS
     if work is not None and work < SERIAL_WORK:
         n = 1
@@ -380,6 +382,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         """Validate a fit-like call; ``reset`` (fit, or a first partial_fit)
         starts from scratch, and any other call may not change the model's
         structure."""
+        first_use_notice()
         if reset:
             self._validate_params()
         else:

@@ -125,3 +125,21 @@ def test_joblib_workers_share_the_cores():
     out = Parallel(n_jobs=2)(delayed(_worker_threads)(i) for i in range(2))
     assert all(n == max(cpu_count() // 2, 1) for n, _ in out), out
     assert out[0][1] == out[1][1]
+
+
+def test_first_use_says_the_kernels_compile(tmp_path, monkeypatch):
+    import io
+
+    from sklearn_metarec._kernels import _jit
+
+    monkeypatch.setattr(_jit, "_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_jit, "_noticed", [])
+    out = io.StringIO()
+    _jit.first_use_notice(out)
+    _jit.first_use_notice(out)
+    assert out.getvalue().count("compiling the Numba kernels for first use") == 1  # once per process
+    (tmp_path / "kernel.nbi").write_bytes(b"")
+    monkeypatch.setattr(_jit, "_noticed", [])
+    quiet = io.StringIO()
+    _jit.first_use_notice(quiet)
+    assert quiet.getvalue() == ""  # a filled cache loads quickly: nothing to say

@@ -8,6 +8,7 @@ edit to any of them moves the whole cache to a fresh folder.
 """
 
 import hashlib
+import sys
 import tempfile
 from pathlib import Path
 
@@ -35,6 +36,21 @@ def _cache_dir():
 
 
 _CACHE_DIR = _cache_dir()
+_noticed = []
+
+
+def first_use_notice(stream=None):
+    """Once per process, say on ``stream`` (stderr) that the kernels are
+    about to compile, when the on-disk cache holds none of them: the first
+    call is otherwise silent for tens of seconds."""
+    if _noticed:
+        return
+    _noticed.append(True)
+    if _CACHE_DIR is not None and any(Path(_CACHE_DIR).glob("*.nbi")):
+        return
+    where = "once; later runs load them from the cache" if _CACHE_DIR else "in every process (no writable cache)"
+    print(f"sklearn_metarec: compiling the Numba kernels for first use, about a minute on 2 cores ({where}).",
+          file=stream or sys.stderr, flush=True)
 
 
 def jit(parallel=False):
