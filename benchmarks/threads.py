@@ -8,9 +8,10 @@ the cores free. The target: with the cores busy, the default is no more
 than 2x slower than ``n_jobs=1`` (it was 13-54x before the OpenMP pool
 waited passively and small calls ran on the calling thread).
 
-    python benchmarks/threads.py
+    python benchmarks/threads.py [--out FILE]
 
-Writes benchmarks/results/threads.md.
+Writes benchmarks/results/threads.md (results/threads_active.md holds a run
+with ``OMP_WAIT_POLICY=ACTIVE``, Numba's OpenMP default, for comparison).
 """
 
 import multiprocessing as mp
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from serving import latency
 from sklearn_metarec import MAMLFactorizationRecommender
 from sklearn_metarec.datasets import make_ratings
 
@@ -31,14 +33,7 @@ def spin(stop):
 
 
 def percentiles(call, n=200):
-    for _ in range(10):
-        call(0)
-    times = []
-    for k in range(n):
-        start = time.perf_counter()
-        call(k)
-        times.append(time.perf_counter() - start)
-    return np.percentile(times, 50) * 1e3, np.percentile(times, 99) * 1e3
+    return latency(call, n)
 
 
 def measure(X, y):
@@ -70,7 +65,12 @@ def table(rows):
     return "\n".join(lines)
 
 
-def main():
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "threads.md"))
+    args = parser.parse_args(argv)
     X, y = make_ratings(random_state=0)
     started = time.perf_counter()
     free = measure(X, y)
@@ -91,7 +91,7 @@ def main():
             f"## Cores free\n\n{table(free)}\n\n"
             f"## Every core busy with another process\n\n{table(loaded)}\n")
     print(text)
-    out = Path(__file__).parent / "results" / "threads.md"
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
 

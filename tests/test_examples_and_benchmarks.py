@@ -339,3 +339,16 @@ def test_serving_benchmark(tmp_path, monkeypatch, capsys):
     from sklearn_metarec._data import RatingLog
 
     assert RatingLog.MERGE_AFTER == 1 << 16  # restored after the run
+
+
+def test_first_use_benchmark_reports_both_runs(monkeypatch, tmp_path, capsys):
+    _benchmarks(monkeypatch)
+    import first_use
+
+    runs = iter([(40.0, "sklearn_metarec: compiling the Numba kernels for first use\n"), (4.0, "")])
+    monkeypatch.setattr(first_use, "timed_demo", lambda cache: next(runs))
+    monkeypatch.setattr(first_use, "Path", lambda _: tmp_path / "benchmarks" / "x.py")
+    first_use.main()
+    text = (tmp_path / "benchmarks" / "results" / "first_use.md").read_text()
+    assert "| first, empty kernel cache | 40.0 |" in text and "| second, kernels from the cache | 4.0 |" in text
+    assert "compiling the Numba kernels" in text
