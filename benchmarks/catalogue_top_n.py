@@ -33,7 +33,9 @@ METHODS = {
     "EmpiricalBayesRecommender": lambda seed: EmpiricalBayesRecommender(),
     "FactorizationRecommender": lambda seed: FactorizationRecommender(random_state=seed),
     "MAML": lambda seed: MAMLFactorizationRecommender(random_state=seed),
-    "MAML, item_shrinkage=2": lambda seed: MAMLFactorizationRecommender(item_shrinkage=2.0, random_state=seed),
+    # The defaults before 2026-12-03: a learned p₀, items' L2 per rating, no shrinkage.
+    "MAML, previous defaults": lambda seed: MAMLFactorizationRecommender(
+        inner_lr=0.15, reg=0.01, item_shrinkage=0.0, prior_factors="learned", random_state=seed),
     "Meta-SGD": lambda seed: MetaSGDFactorizationRecommender(random_state=seed),
 }
 METRICS = ("rmse", "within_ndcg", "ndcg", "recall", "median_popularity")

@@ -48,7 +48,7 @@ class Problem:
     """A model's CSR data and parameters, cut into meta-batches."""
 
     def __init__(self, X, y, k, n_steps, seed=0):
-        model = MAMLFactorizationRecommender(n_factors=k, n_inner_steps=n_steps, n_epochs=0,
+        model = MAMLFactorizationRecommender(n_factors=k, n_inner_steps=n_steps, n_epochs=0, reg=0.01,
                                              random_state=seed).fit(X, y)
         self.model = model
         self.csr = model._log.csr(len(model.user_ids_))

@@ -113,8 +113,9 @@ class TorchMAMLRecommender(MAMLFactorizationRecommender):
 
     def __init__(self, n_factors=32, *, n_inner_steps=5, inner_lr=0.15, meta_lr=0.005, reg=0.01,
                  meta_batch_size=32, n_epochs=40, n_support=(3, 20), first_order=False, random_state=None):
+        # The paper's model: a learned initialization of the factors too.
         super().__init__(n_factors, n_inner_steps=n_inner_steps, inner_lr=inner_lr, shrinkage=0.0,
-                         meta_lr=meta_lr, reg=reg, meta_batch_size=meta_batch_size, n_epochs=n_epochs,
+                         meta_lr=meta_lr, reg=reg, item_shrinkage=0.0, prior_factors="learned", meta_batch_size=meta_batch_size, n_epochs=n_epochs,
                          n_support=n_support, first_order=first_order, task_weighting="users",
                          random_state=random_state)
 

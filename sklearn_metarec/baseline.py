@@ -31,6 +31,24 @@ def _spread(groups, residual, weights, n_groups, min_ratings):
     return max(mean[fit].var() - np.mean(sigma2 / n[fit]), 1e-3), sigma2, mean, fit
 
 
+def shrinkage_strengths(users, items, residual, weights, n_users, n_items, min_ratings=20):
+    """(λ_u, λ_i): the pseudo-counts σ²/τ² of the users' and the items'
+    offsets, estimated from ratings less their mean (see
+    :class:`EmpiricalBayesRecommender`); 1 where a side has no group with
+    two ratings."""
+    item_spread = _spread(items, residual, weights, n_items, min_ratings)
+    lam_i = 1.0 if item_spread is None else item_spread[1] / item_spread[0]
+    # The users' spread is measured after a rough item correction.
+    rough = _shrunk_means(items, residual, weights, n_items, lam_i, 0.0)
+    user_spread = _spread(users, residual - rough[items], weights, n_users, min_ratings)
+    if user_spread is None:
+        return 1.0, lam_i
+    tau_u, sigma2 = user_spread[:2]
+    if item_spread is not None:
+        lam_i = sigma2 / item_spread[0]
+    return sigma2 / tau_u, lam_i
+
+
 class EmpiricalBayesRecommender(BaseFactorizationRecommender):
     """Bias model μ + b_u + b_i whose shrinkage is estimated from the data.
 
@@ -169,18 +187,7 @@ user_bias_prior_, item_factors_, user_factors_, user_factors_prior_
         n_users, n_items = len(self._user_vocab), len(self._item_vocab)
         mu = np.average(r, weights=w)
         r = r - mu
-        item_spread = _spread(i, r, w, n_items, self.min_ratings)
-        lam_i = 1.0 if item_spread is None else item_spread[1] / item_spread[0]
-        # The users' spread is measured after a rough item correction.
-        rough = _shrunk_means(i, r, w, n_items, lam_i, 0.0)
-        user_spread = _spread(u, r - rough[i], w, n_users, self.min_ratings)
-        if user_spread is None:
-            lam_u, sigma2 = 1.0, None
-        else:
-            tau_u, sigma2 = user_spread[:2]
-            lam_u = sigma2 / tau_u
-            if item_spread is not None:
-                lam_i = sigma2 / item_spread[0]
+        lam_u, lam_i = shrinkage_strengths(u, i, r, w, n_users, n_items, self.min_ratings)
         b_u = np.zeros(n_users)
         prior_u = prior_i = 0.0
         for _ in range(self.n_sweeps):

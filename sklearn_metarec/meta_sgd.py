@@ -53,7 +53,7 @@ class MetaSGDFactorizationRecommender(MAMLFactorizationRecommender):
         out or not for good, by a hash of its index, users added by
         ``partial_fit`` included: a held-out user's ratings never train the
         item parameters or the prior.
-    shrinkage, reg, item_shrinkage, meta_batch_size, n_epochs, n_support, first_order, \
+    shrinkage, reg, item_shrinkage, prior_factors, meta_batch_size, n_epochs, n_support, first_order, \
 task_weighting, loss, n_negatives, early_stopping, validation_fraction, \
 n_iter_no_change, tol, init_std, n_jobs, random_state, verbose
         As in :class:`MAMLFactorizationRecommender`. With ``first_order``
@@ -67,7 +67,7 @@ n_iter_no_change, tol, init_std, n_jobs, random_state, verbose
     inner_reg_ : float
         Learned (or fixed) inner L2 strength λ.
     user_ids_, item_ids_, global_mean_, item_biases_, item_factors_, \
-user_bias_prior_, user_factors_prior_, user_biases_, user_factors_, \
+user_bias_prior_, user_factors_prior_, user_biases_, user_factors_, item_shrinkage_, \
 loss_curve_, n_iter_, n_features_in_, feature_names_in_
         As in :class:`MAMLFactorizationRecommender`.
 
@@ -110,8 +110,9 @@ loss_curve_, n_iter_, n_features_in_, feature_names_in_
         meta_lr=0.005,
         hyper_lr=None,
         hyper_holdout=0.1,
-        reg=0.01,
-        item_shrinkage=0.0,
+        reg="auto",
+        item_shrinkage="auto",
+        prior_factors="auto",
         meta_batch_size=32,
         n_epochs=40,
         n_support=(3, 20),
@@ -131,6 +132,7 @@ loss_curve_, n_iter_, n_features_in_, feature_names_in_
         super().__init__(
             n_factors, n_inner_steps=n_inner_steps, inner_lr=inner_lr, inner_reg=inner_reg,
             shrinkage=shrinkage, meta_lr=meta_lr, reg=reg, item_shrinkage=item_shrinkage,
+            prior_factors=prior_factors,
             meta_batch_size=meta_batch_size,
             n_epochs=n_epochs, n_support=n_support, first_order=first_order,
             task_weighting=task_weighting, loss=loss, n_negatives=n_negatives,

@@ -93,7 +93,7 @@ n_iter_, n_features_in_, feature_names_in_
 
     _parameter_constraints = {
         **{key: value for key, value in MAMLFactorizationRecommender._parameter_constraints.items()
-           if key not in ("first_order", "reg", "item_shrinkage", "task_weighting", "early_stopping",
+           if key not in ("first_order", "reg", "item_shrinkage", "prior_factors", "task_weighting", "early_stopping",
                           "validation_fraction", "n_iter_no_change", "tol")},
         # Reptile's direction is taken per entry, not per pair: no BPR.
         "loss": [StrOptions({"squared", "logistic"})],
@@ -143,6 +143,9 @@ n_iter_, n_features_in_, feature_names_in_
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
+
+    def _learns_prior_factors(self):
+        return True  # Reptile's step moves φ₀ as a whole
 
     def _meta_epoch(self, indptr, items, ratings, weights, order, lo, hi, seed):
         """One pass over ``order`` in meta-batches: one kernel call for the

@@ -6,6 +6,7 @@ import pytest
 
 from sklearn_metarec import (
     DivergenceError,
+    EmpiricalBayesRecommender,
     FactorizationRecommender,
     MAMLFactorizationRecommender,
     ReptileFactorizationRecommender,
@@ -103,10 +104,10 @@ def test_support_bounds():
 @pytest.mark.parametrize(
     "param, value",
     [
-        ("n_factors", 6), ("n_inner_steps", 2), ("inner_lr", 0.3), ("inner_reg", 0.2),
+        ("n_factors", 6), ("n_inner_steps", 2), ("inner_lr", 0.5), ("inner_reg", 0.2),
         ("meta_lr", 0.01), ("reg", 0.2), ("meta_batch_size", 8), ("n_epochs", 4),
         ("n_support", 2), ("first_order", True), ("init_std", 0.3), ("shrinkage", 0.0),
-        ("task_weighting", "users"), ("item_shrinkage", 5.0),
+        ("task_weighting", "users"), ("item_shrinkage", 5.0), ("item_shrinkage", 0.0),
     ],
 )
 def test_each_hyper_parameter_changes_the_result(param, value):
@@ -161,13 +162,24 @@ def test_shrinkage_moves_few_rating_users_less():
 def test_golden_values():
     # Guards against unnoticed changes to the algorithm; update on purpose only.
     # Updated 2026-12-02: lazy Adam's item rows share a second moment per block,
-    # their steps capped at meta_lr.
+    # their steps capped at meta_lr. Updated 2026-12-03: new defaults (prior
+    # factors at zero; for the squared loss reg 0, item_shrinkage estimated and
+    # MAML's inner_lr 0.3); the old settings still give the old values
+    # (test_old_defaults_give_the_old_values).
     X, y = make_ratings(n_users=30, n_items=20, mean_ratings=10, min_ratings=3, random_state=1)
     model = MAMLFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0).fit(X, y)
     np.testing.assert_allclose(model.predict(X[:4]), GOLDEN, rtol=1e-7)
 
 
-GOLDEN = [3.7555216622542047, 3.7381198349580345, 3.7485375234560827, 3.7708963412457135]
+def test_old_defaults_give_the_old_values():
+    X, y = make_ratings(n_users=30, n_items=20, mean_ratings=10, min_ratings=3, random_state=1)
+    model = MAMLFactorizationRecommender(n_factors=3, n_epochs=2, inner_lr=0.15, reg=0.01, item_shrinkage=0.0,
+                                         prior_factors="learned", random_state=0).fit(X, y)
+    np.testing.assert_allclose(model.predict(X[:4]), [3.7555216622542047, 3.7381198349580345, 3.7485375234560827,
+                                                      3.7708963412457135], rtol=1e-7)
+
+
+GOLDEN = [3.8713831875012104, 3.856759348597502, 3.86417904763565, 3.8579105308340327]
 
 
 def test_maml_beats_factorization_fold_in_on_five_rating_users():
@@ -227,3 +239,64 @@ def test_early_stopping_needs_validation_users():
     X, y = make_ratings(n_users=5, n_items=10, random_state=0)
     with pytest.raises(ValueError, match="validation users"):
         MAMLFactorizationRecommender(early_stopping=True, validation_fraction=0.01).fit(X, y)
+
+
+def test_auto_item_shrinkage_is_the_empirical_bayes_estimate():
+    X, y = small_data()
+    model = MAMLFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0).fit(X, y)
+    assert model.item_shrinkage_ == pytest.approx(EmpiricalBayesRecommender().fit(X, y).item_shrinkage_, rel=1e-12)
+    same = MAMLFactorizationRecommender(n_factors=3, n_epochs=2, reg=0.0, item_shrinkage=model.item_shrinkage_,
+                                        random_state=0).fit(X, y)
+    np.testing.assert_array_equal(same.predict(X), model.predict(X))
+    # The estimate follows the data: items whose levels differ more need less shrinkage.
+    spread = y + np.repeat([-1.0, 1.0], len(y) // 2 + 1)[:len(y)][np.argsort(np.argsort(X[:, 1]))]
+    wider = MAMLFactorizationRecommender(n_factors=3, n_epochs=1, random_state=0).fit(X, spread)
+    assert wider.item_shrinkage_ < model.item_shrinkage_
+
+
+@pytest.mark.parametrize("loss", ["logistic", "bpr"])
+def test_auto_regularization_of_the_implicit_losses_is_unchanged(loss):
+    X, _ = small_data()
+    auto = MAMLFactorizationRecommender(n_factors=3, n_epochs=2, loss=loss, random_state=0).fit(X)
+    fixed = MAMLFactorizationRecommender(n_factors=3, n_epochs=2, loss=loss, reg=0.01, item_shrinkage=0.0,
+                                         random_state=0).fit(X)
+    np.testing.assert_array_equal(auto.predict(X), fixed.predict(X))
+    assert auto.item_shrinkage_ == 0.0
+
+
+def test_a_users_fold_in_does_not_depend_on_its_row():
+    # Bit for bit, however many users were folded in before it, so that
+    # concurrent fold-ins (serialized in any order) equal serial ones.
+    X, y = small_data()
+    model = MAMLFactorizationRecommender(n_factors=3, n_epochs=1, random_state=0).fit(X, y)
+    rng = np.random.RandomState(0)
+    new = np.column_stack([np.full(6, 10**6), rng.choice(model.item_ids_, 6, replace=False)])
+    ratings = rng.uniform(1, 5, 6)
+    rows = []
+    for n_before in range(6):
+        folded = pickle.loads(pickle.dumps(model))
+        for u in range(n_before):
+            folded.fold_in([[10**7 + u, model.item_ids_[u]]], [4.0])
+        folded.fold_in(new, ratings)
+        rows.append(folded.predict([[10**6, i] for i in model.item_ids_]))
+    for row in rows[1:]:
+        np.testing.assert_array_equal(row, rows[0])
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic", "bpr"])
+def test_prior_factors_stay_at_zero_unless_learned(loss):
+    X, y = small_data()
+    y = None if loss != "squared" else y
+    zero = MAMLFactorizationRecommender(n_factors=3, n_epochs=2, loss=loss, prior_factors="zero",
+                                        random_state=0).fit(X, y)
+    assert not zero.user_factors_prior_.any() and zero.user_factors_.any()
+    auto = MAMLFactorizationRecommender(n_factors=3, n_epochs=2, loss=loss, random_state=0).fit(X, y)
+    assert auto.user_factors_prior_.any() == (loss != "squared")
+    learned = MAMLFactorizationRecommender(n_factors=3, n_epochs=2, loss=loss, prior_factors="learned",
+                                           random_state=0).fit(X, y)
+    assert learned.user_factors_prior_.all()
+    # The items start from the same draws either way.
+    first = MAMLFactorizationRecommender(n_factors=3, n_epochs=0, loss=loss, random_state=0).fit(X, y)
+    again = MAMLFactorizationRecommender(n_factors=3, n_epochs=0, loss=loss, prior_factors="learned",
+                                         random_state=0).fit(X, y)
+    np.testing.assert_array_equal(first.item_factors_, again.item_factors_)

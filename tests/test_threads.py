@@ -2,6 +2,7 @@
 every threading layer; small calls run on the calling thread; the OpenMP
 pool waits passively; joblib workers get their share of the cores."""
 
+import io
 import os
 import subprocess
 import sys
@@ -143,3 +144,20 @@ def test_first_use_says_the_kernels_compile(tmp_path, monkeypatch):
     quiet = io.StringIO()
     _jit.first_use_notice(quiet)
     assert quiet.getvalue() == ""  # a filled cache loads quickly: nothing to say
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_the_compile_notice_appears_only_with_an_empty_cache(monkeypatch, tmp_path, cached):
+    # Numba keeps its index files in a folder per module under the cache
+    # folder: a cache holding them must not be taken for an empty one.
+    from sklearn_metarec._kernels import _jit
+
+    if cached:
+        (tmp_path / "_kernels_0123").mkdir()
+        (tmp_path / "_kernels_0123" / "maths.adapt_users-10.py311.nbi").write_bytes(b"")
+    monkeypatch.setattr(_jit, "_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_jit, "_noticed", [])
+    stream = io.StringIO()
+    _jit.first_use_notice(stream)
+    _jit.first_use_notice(stream)  # once per process at most
+    assert stream.getvalue().count("compiling the Numba kernels") == (0 if cached else 1)

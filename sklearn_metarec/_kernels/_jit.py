@@ -46,7 +46,7 @@ def first_use_notice(stream=None):
     if _noticed:
         return
     _noticed.append(True)
-    if _CACHE_DIR is not None and any(Path(_CACHE_DIR).glob("*.nbi")):
+    if _CACHE_DIR is not None and any(Path(_CACHE_DIR).rglob("*.nbi")):
         return
     where = "once; later runs load them from the cache" if _CACHE_DIR else "in every process (no writable cache)"
     print(f"sklearn_metarec: compiling the Numba kernels for first use, about a minute on 2 cores ({where}).",

@@ -89,9 +89,12 @@ def _build_task(indptr, items, ratings, weights, u, key, s_lo, s_hi, seed, n_ite
     s += s_lo
     for a in range(s):  # only the support is drawn
         state, r = _randbelow(state, n - a)
-        tmp = perm[a]
-        perm[a] = perm[a + r]
-        perm[a + r] = tmp
+        # A whole history (serving) keeps the log's order: shuffled by its
+        # key, a user's sums would differ in the last bit with its row.
+        if s < n:
+            tmp = perm[a]
+            perm[a] = perm[a + r]
+            perm[a + r] = tmp
     m_sup = s * (1 + n_neg)
     for a in range(n):
         o = a if a < s else m_sup + a - s
