@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# Where conftest.py keeps the child started at collection: (folder, Popen).
+CHILD = pytest.StashKey()
+
 SCRIPT = r"""
 import numpy as np
 import numba
@@ -50,27 +53,43 @@ for cls, params, data, target in cases:
 """
 
 
+def _env(folder):
+    return {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(Path(folder) / "cache")}
+
+
+def start(folder):
+    """The child running SCRIPT, its output in ``folder``; it fills the
+    folder's kernel cache, with bounds checks, for the fuzz cases too."""
+    out = open(Path(folder) / "stdout", "w")
+    err = open(Path(folder) / "stderr", "w")
+    with out, err:
+        return subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=out, stderr=err, env=_env(folder))
+
+
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One kernel cache for the module's children: compiled once, with bounds checks."""
-    return tmp_path_factory.mktemp("boundscheck-cache")
+def child(request, tmp_path_factory):
+    """(folder, finished child): the one conftest.py started, or one started now."""
+    started = request.config.stash.get(CHILD, None)
+    if started is None:
+        folder = tmp_path_factory.mktemp("boundscheck")
+        started = (None, start(folder))
+    else:
+        folder = started[0].name
+    started[1].wait(timeout=1200)
+    return Path(folder), started[1]
 
 
-def run(args, cache, timeout):
-    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(cache)}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env)
+def test_every_kernel_path_stays_in_bounds(child):
+    folder, process = child
+    assert process.returncode == 0, (folder / "stderr").read_text()[-4000:]
+    assert (folder / "stdout").read_text().count("ok ") == 12
 
 
-def test_every_kernel_path_stays_in_bounds(cache):
-    result = run(["-c", SCRIPT], cache, 1200)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert result.stdout.count("ok ") == 12
-
-
-def test_fuzz_cases_stay_in_bounds(cache, tmp_path):
+def test_fuzz_cases_stay_in_bounds(child, tmp_path):
     pytest.importorskip("hypothesis")
     driver = Path(__file__).with_name("_fuzz_driver.py")
     for estimator in ("MAMLFactorizationRecommender", "FactorizationRecommender"):
         log = tmp_path / f"{estimator}.log"
-        result = run([str(driver), estimator, "60", str(log)], cache, 1200)
+        result = subprocess.run([sys.executable, str(driver), estimator, "60", str(log)], capture_output=True,
+                                text=True, timeout=1200, env=_env(child[0]))
         assert result.returncode == 0, (log.read_text()[-3000:], result.stderr[-3000:])
