@@ -9,6 +9,12 @@ Two forms, as autograd meta-learning code is written:
   meta-gradient.
 * ``batched_meta_grad``: all of a meta-batch's inner loops as one tensor
   program over padded (task, rating) arrays with masks.
+* ``flat_meta_grad``: the strongest form we know for this model. The tasks
+  lie end to end (ragged, no padding: ``flatten``), the inner gradient is
+  written in closed form (``index_add`` of each rating's 2 w e x / (W + κ)
+  into its task's row), and one ``backward`` through the T closed-form
+  steps gives the exact second-order meta-gradient, no double backward.
+  ``torch.compile`` can fuse it (``compiled_flat_meta_grad``).
 
 Both take the meta-parameters as one flat tensor laid out as the package's
 ``theta`` is, so their gradients compare directly with the analytic ones.
@@ -71,6 +77,65 @@ def pad(tasks, dtype):
     support = block([(i[:s], y[:s], w[:s]) for i, y, w, s in tasks])
     query = block([(i[s:], y[s:], w[s:]) for i, y, w, s in tasks])
     return support, query
+
+
+def flatten(tasks, dtype):
+    """A meta-batch's tasks end to end: for the support entries and for the
+    query entries, (task index, items, y, w) as flat tensors."""
+    def part(select):
+        pieces = [(np.full(len(i), b), i, y, w) for b, (i, y, w) in enumerate(select)]
+        task, items, y, w = (np.concatenate(c) if c else np.zeros(0) for c in zip(*pieces))
+        return (torch.from_numpy(task.astype(np.int64)), torch.from_numpy(items.astype(np.int64)),
+                torch.tensor(y, dtype=dtype), torch.tensor(w, dtype=dtype))
+
+    support = part([(i[:s], y[:s], w[:s]) for i, y, w, s in tasks])
+    query = part([(i[s:], y[s:], w[s:]) for i, y, w, s in tasks])
+    return support, query, len(tasks)
+
+
+def _flat_loss(theta, ts, it, ys, ws, tq, iq, yq, wq, n_tasks: int, n_items: int, alpha, lam: float, reg: float,
+               n_steps: int, first_order: bool, kappa: float, per_rating: bool):
+    d = alpha.shape[0]
+    mu, phi0 = theta[0], theta[1 : 1 + d]
+    bi, Q = theta[1 + d : 1 + d + n_items], theta[1 + d + n_items :].reshape(n_items, d - 1)
+    x = torch.cat([torch.ones_like(ys)[:, None], Q[it]], dim=1)  # support features (1, q_i)
+    base = mu + bi[it] - ys
+    scale = 2.0 / (torch.zeros(n_tasks, dtype=ws.dtype).index_add(0, ts, ws) + kappa).clamp_min(1e-300)
+    phi = phi0.expand(n_tasks, d)
+    for _ in range(n_steps):
+        e = base + (x * phi[ts]).sum(dim=1)
+        g = torch.zeros(n_tasks, d, dtype=ws.dtype).index_add(0, ts, (ws * e * scale[ts])[:, None] * x)
+        g = g + 2.0 * lam * phi
+        phi = phi - alpha * (g.detach() if first_order else g)
+    e = mu + bi[iq] + phi[tq, 0] + (Q[iq] * phi[tq, 1:]).sum(dim=1) - yq
+    penalty = bi[iq] ** 2 + (Q[iq] ** 2).sum(dim=1)
+    w_task = torch.zeros(n_tasks, dtype=wq.dtype).index_add(0, tq, wq)
+    task_losses = torch.zeros(n_tasks, dtype=wq.dtype).index_add(0, tq, wq * (e * e + reg * penalty)) / w_task
+    if per_rating:
+        return (task_losses * w_task).sum() / w_task.sum()
+    return task_losses.mean()
+
+
+def flat_meta_grad(theta, flat, n_items, alpha, lam, reg, n_steps, first_order, kappa=0.0, per_rating=False,
+                   loss_fn=_flat_loss):
+    """(loss, ∂loss/∂theta) from ``flatten``'s layout (see the module docstring)."""
+    (ts, it, ys, ws), (tq, iq, yq, wq), n_tasks = flat
+    theta = theta.detach().requires_grad_(True)
+    loss = loss_fn(theta, ts, it, ys, ws, tq, iq, yq, wq, n_tasks, n_items, alpha, float(lam), float(reg),
+                   int(n_steps), bool(first_order), float(kappa), bool(per_rating))
+    loss.backward()
+    return loss.detach(), theta.grad
+
+
+_compiled = {}
+
+
+def compiled_flat_meta_grad(*args, **kwargs):
+    """``flat_meta_grad`` with its loss compiled by ``torch.compile``
+    (dynamic shapes: the tasks' lengths vary from batch to batch)."""
+    if "fn" not in _compiled:
+        _compiled["fn"] = torch.compile(_flat_loss, dynamic=True)
+    return flat_meta_grad(*args, loss_fn=_compiled["fn"], **kwargs)
 
 
 def batched_meta_grad(theta, padded, n_items, alpha, lam, reg, n_steps, first_order, kappa=0.0,

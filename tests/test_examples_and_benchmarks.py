@@ -168,7 +168,7 @@ def test_speed_benchmark_and_its_pytorch_peer(tmp_path, monkeypatch, capsys):
 
     out = tmp_path / "speed.md"
     speed.main(["--n-users", "120", "--n-items", "40", "--steps", "2", "--factors", "4", "--torch-tasks", "8",
-                "--repeat", "1", "--memory-steps", "--data", "none", "--out", str(out)])
+                "--repeat", "1", "--memory-steps", "--data", "none", "--no-compile", "--out", str(out)])
     row = [line for line in out.read_text().splitlines() if line.startswith("| 2 | 4 |")]
     assert len(row) == 1 and float(row[0].split("|")[-2]) < 1e-8
 
