@@ -1,26 +1,33 @@
-"""The bounds-checked child process of ``test_boundscheck`` compiles every
-kernel anew (about a minute and a half on 2 cores, mostly LLVM on one
-thread): it starts as soon as the tests are collected and runs alongside
-them, and its test collects the outcome."""
+"""Starts the slow child processes of the collected tests in the background
+(see ``tests/_background.py``)."""
 
 import tempfile
 
+import pytest
+
+from ._background import RUNNER, Runner
+
+FOLDER = pytest.StashKey()
+
 
 def pytest_collection_finish(session):
-    if any(getattr(item, "module", None) is not None and item.module.__name__.endswith("test_boundscheck")
-           for item in session.items):
-        from . import test_boundscheck
-
-        folder = tempfile.TemporaryDirectory(prefix="boundscheck-")
-        session.config.stash[test_boundscheck.CHILD] = (folder, test_boundscheck.start(folder.name))
+    modules = {}
+    for item in session.items:
+        module = getattr(item, "module", None)
+        if module is not None and hasattr(module, "BACKGROUND"):
+            modules[module.__name__] = module
+    if modules:
+        folder = tempfile.TemporaryDirectory(prefix="sklearn-metarec-tests-")
+        jobs = {}
+        for name in sorted(modules):  # test_boundscheck before test_fuzz
+            jobs.update(modules[name].BACKGROUND(folder.name))
+        session.config.stash[RUNNER] = Runner(jobs, folder.name)
+        session.config.stash[FOLDER] = folder
 
 
 def pytest_unconfigure(config):
-    from . import test_boundscheck
-
-    folder, child = config.stash.get(test_boundscheck.CHILD, (None, None))
-    if child is not None:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
-        folder.cleanup()
+    runner = config.stash.get(RUNNER, None)
+    if runner is not None:
+        runner.stop()
+        runner.thread.join()
+        config.stash[FOLDER].cleanup()

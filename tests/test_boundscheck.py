@@ -5,14 +5,12 @@ estimator, every loss, fit, partial_fit, fold_in, predict, recommend, and a
 few fuzz cases."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-# Where conftest.py keeps the child started at collection: (folder, Popen).
-CHILD = pytest.StashKey()
+from . import _background
 
 SCRIPT = r"""
 import numpy as np
@@ -53,43 +51,30 @@ for cls, params, data, target in cases:
 """
 
 
-def _env(folder):
-    return {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(Path(folder) / "cache")}
+FUZZED = ("MAMLFactorizationRecommender", "FactorizationRecommender")
 
 
-def start(folder):
-    """The child running SCRIPT, its output in ``folder``; it fills the
-    folder's kernel cache, with bounds checks, for the fuzz cases too."""
-    out = open(Path(folder) / "stdout", "w")
-    err = open(Path(folder) / "stderr", "w")
-    with out, err:
-        return subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=out, stderr=err, env=_env(folder))
-
-
-@pytest.fixture(scope="module")
-def child(request, tmp_path_factory):
-    """(folder, finished child): the one conftest.py started, or one started now."""
-    started = request.config.stash.get(CHILD, None)
-    if started is None:
-        folder = tmp_path_factory.mktemp("boundscheck")
-        started = (None, start(folder))
-    else:
-        folder = started[0].name
-    started[1].wait(timeout=1200)
-    return Path(folder), started[1]
-
-
-def test_every_kernel_path_stays_in_bounds(child):
-    folder, process = child
-    assert process.returncode == 0, (folder / "stderr").read_text()[-4000:]
-    assert (folder / "stdout").read_text().count("ok ") == 12
-
-
-def test_fuzz_cases_stay_in_bounds(child, tmp_path):
-    pytest.importorskip("hypothesis")
+def BACKGROUND(folder):
+    """The children (see tests/_background.py): SCRIPT first, which fills a
+    kernel cache compiled with bounds checks, then fuzz cases on that cache."""
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(Path(folder) / "boundscheck-cache")}
     driver = Path(__file__).with_name("_fuzz_driver.py")
-    for estimator in ("MAMLFactorizationRecommender", "FactorizationRecommender"):
-        log = tmp_path / f"{estimator}.log"
-        result = subprocess.run([sys.executable, str(driver), estimator, "60", str(log)], capture_output=True,
-                                text=True, timeout=1200, env=_env(child[0]))
-        assert result.returncode == 0, (log.read_text()[-3000:], result.stderr[-3000:])
+    jobs = {"boundscheck": ([sys.executable, "-c", SCRIPT], env, 1200)}
+    for estimator in FUZZED:
+        log = Path(folder) / f"boundscheck-{estimator}.log"
+        jobs[f"boundscheck-fuzz-{estimator}"] = ([sys.executable, str(driver), estimator, "60", str(log)], env, 1200)
+    return jobs
+
+
+def test_every_kernel_path_stays_in_bounds(request, tmp_path):
+    code, out, err, _ = _background.outcome(request, sys.modules[__name__], "boundscheck", tmp_path)
+    assert code == 0, err[-4000:]
+    assert out.count("ok ") == 12
+
+
+def test_fuzz_cases_stay_in_bounds(request, tmp_path):
+    pytest.importorskip("hypothesis")
+    for estimator in FUZZED:
+        code, out, err, _ = _background.outcome(request, sys.modules[__name__], f"boundscheck-fuzz-{estimator}",
+                                                tmp_path)
+        assert code == 0, (estimator, out[-3000:], err[-3000:])

@@ -10,11 +10,12 @@ the cases are derandomized, so a run is reproducible).
 
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from . import _background
 
 pytest.importorskip("hypothesis")
 
@@ -23,29 +24,33 @@ ESTIMATORS = ["MAMLFactorizationRecommender", "MetaSGDFactorizationRecommender",
 N_CASES = int(os.environ.get("SKLEARN_METAREC_FUZZ_CASES", "300"))
 
 
-@pytest.mark.parametrize("estimator", ESTIMATORS)
-def test_no_input_or_parameter_crashes_or_half_applies(estimator, tmp_path):
-    log = tmp_path / "cases.log"
+def log_of(folder, estimator):
+    return Path(folder) / f"fuzz-{estimator}.log"
+
+
+def BACKGROUND(folder):
+    """One driver per estimator (see tests/_background.py)."""
     driver = Path(__file__).with_name("_fuzz_driver.py")
+    return {f"fuzz-{e}": ([sys.executable, str(driver), e, str(N_CASES), str(log_of(folder, e))], None, 900)
+            for e in ESTIMATORS}
 
-    def last_case():
-        text = log.read_text() if log.exists() else ""
-        return text[text.rfind("\ncase "):][:3000] or "(none)"
 
-    try:
-        result = subprocess.run([sys.executable, str(driver), estimator, str(N_CASES), str(log)],
-                                capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"a case hung; the last one started:{last_case()}")
-    last = last_case()
-    assert result.returncode == 0, (
-        f"exit status {result.returncode} (negative: killed by a signal, a crash); last case started:\n{last}\n"
-        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_no_input_or_parameter_crashes_or_half_applies(estimator, request, tmp_path):
+    code, out, err, folder = _background.outcome(request, sys.modules[__name__], f"fuzz-{estimator}", tmp_path)
+    log = log_of(folder, estimator)
+    text = log.read_text() if log.exists() else ""
+    last = text[text.rfind("\ncase "):][:3000] or "(none)"
+    if code is None:
+        pytest.fail(f"a case hung; the last one started:{last}")
+    assert code == 0, (
+        f"exit status {code} (negative: killed by a signal, a crash); last case started:\n{last}\n"
+        f"{out[-3000:]}\n{err[-3000:]}"
     )
-    done = re.search(r"(\d+) cases, (\d+) fitted, then (\d+) calls done and (\d+) refused", result.stdout)
-    assert done, result.stdout[-2000:]
+    done = re.search(r"(\d+) cases, (\d+) fitted, then (\d+) calls done and (\d+) refused", out)
+    assert done, out[-2000:]
     cases, fitted, updated, refused = map(int, done.groups())
-    print(f"{estimator}: {result.stdout.strip().splitlines()[-1]}")
+    print(f"{estimator}: {out.strip().splitlines()[-1]}")
     assert cases == N_CASES
     # The generator must reach past validation often enough to test the
     # kernels and the transactions, not only the checks on input.

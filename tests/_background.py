@@ -1,0 +1,80 @@
+"""Child processes that tests start at collection and collect later.
+
+Some tests run a slow child process: the bounds-checked kernels compile
+anew (about a minute and a half on 2 cores), and the fuzz drivers run
+hundreds of cases. Each is mostly one busy thread, while the rest of the
+suite leaves the second core idle, so ``conftest.py`` starts them, one at a
+time in the order listed, as soon as the tests are collected, and a test
+waits for its child's outcome. A test run on its own runs its child itself.
+
+A module lists its children in ``BACKGROUND``, a function of a scratch
+folder returning ``{name: (argv, env or None, timeout in seconds)}``.
+"""
+
+import subprocess
+import threading
+
+import pytest
+
+RUNNER = pytest.StashKey()
+
+
+class Runner:
+    """Runs the jobs in order on one thread; ``result(name)`` waits for one."""
+
+    def __init__(self, jobs, folder):
+        self.jobs, self.folder = jobs, folder
+        self.done = {name: threading.Event() for name in jobs}
+        self.results = {}
+        self.stopped = False
+        self.current = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        for name, job in self.jobs.items():
+            if not self.stopped:
+                self.results[name] = run(*job, started=self._started)
+            self.done[name].set()
+
+    def _started(self, process):
+        self.current = process
+        if self.stopped:
+            process.kill()
+
+    def result(self, name):
+        self.done[name].wait()
+        return self.results.get(name)
+
+    def stop(self):
+        """Kill the running child (an interrupted session) and start no other."""
+        self.stopped = True
+        if self.current is not None:
+            self.current.kill()
+
+
+def run(argv, env, timeout, started=None):
+    """(returncode, stdout, stderr); returncode None if it ran past
+    ``timeout`` (it is then killed). ``started`` gets the process."""
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:
+        if started is not None:
+            started(process)
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+            return None, out, err
+    return process.returncode, out, err
+
+
+def outcome(request, module, name, folder):
+    """(returncode, stdout, stderr, the scratch folder it used) of
+    ``module``'s child ``name``: from the runner started at collection, or
+    run now, in ``folder``, if there is none."""
+    runner = request.config.stash.get(RUNNER, None)
+    if runner is not None and name in runner.jobs:
+        result = runner.result(name)
+        if result is not None:
+            return (*result, runner.folder)
+    return (*run(*module.BACKGROUND(folder)[name]), folder)
