@@ -52,11 +52,13 @@ def main(n_users=1500, n_items=300, seed=0):
         MAMLFactorizationRecommender(loss="logistic", random_state=seed),
         MetaSGDFactorizationRecommender(loss="logistic", random_state=seed),
         ReptileFactorizationRecommender(loss="logistic", random_state=seed),
+        MAMLFactorizationRecommender(loss="bpr", random_state=seed),
     ):
         start = time.perf_counter()
         model.fit(train).fold_in(support)  # no y: every row is a positive
-        scores[type(model).__name__] = model.predict(pairs)  # probabilities
-        print(f"fitted {type(model).__name__} in {time.perf_counter() - start:.1f} s")
+        name = type(model).__name__ + (", bpr" if model.loss == "bpr" else "")
+        scores[name] = model.predict(pairs)  # probabilities (BPR: ranking scores)
+        print(f"fitted {name} in {time.perf_counter() - start:.1f} s")
 
     print("\n| method | AUC | nDCG@10 | recall@10 |\n|---|---|---|---|")
     for name, s in scores.items():

@@ -352,3 +352,12 @@ def test_first_use_benchmark_reports_both_runs(monkeypatch, tmp_path, capsys):
     text = (tmp_path / "benchmarks" / "results" / "first_use.md").read_text()
     assert "| first, empty kernel cache | 40.0 |" in text and "| second, kernels from the cache | 4.0 |" in text
     assert "compiling the Numba kernels" in text
+
+
+def test_readme_outputs_records_what_a_command_prints(monkeypatch, tmp_path):
+    _benchmarks(monkeypatch)
+    import readme_outputs
+
+    readme_outputs.main(tmp_path, {"x.md": ("`cmd`", lambda: print("| K | 0.1234 |"))})
+    text = (tmp_path / "x.md").read_text()
+    assert text.startswith("# Output of `cmd`, ") and "| K | 0.1234 |" in text and "cores." in text

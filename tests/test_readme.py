@@ -1,7 +1,8 @@
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 
 def test_readme_opens_with_install_and_test_commands():
@@ -23,3 +24,24 @@ def test_readme_python_examples_run():
     assert ((namespace["proba"] > 0) & (namespace["proba"] < 1)).all()
     assert namespace["ids"].shape == (1, 10)
     assert not {3, 17, 42} & set(namespace["ids"][0].tolist())
+
+
+def test_every_readme_table_names_the_file_behind_its_figures():
+    # A figure in the README that no results file backs is a defect: each
+    # table is preceded by <!-- figures: FILE[, FILE] --> (or "none" for a
+    # table without measurements), and each of its measured numbers (three
+    # or more decimals, or thousands separators) must appear in one of them.
+    lines = README.read_text().splitlines()
+    tables = [n for n, line in enumerate(lines) if line.startswith("|") and not lines[n - 1].startswith("|")]
+    assert len(tables) >= 8
+    for n in tables:
+        source = re.fullmatch(r"<!-- figures: (.+) -->", lines[n - 1].strip())
+        assert source, f"README line {n + 1}: a table without a <!-- figures: ... --> line above it"
+        files = [] if source.group(1) == "none" else [ROOT / f.strip() for f in source.group(1).split(",")]
+        backing = "".join(f.read_text() for f in files)
+        end = n
+        while end < len(lines) and lines[end].startswith("|"):
+            end += 1
+        for line in lines[n:end]:
+            for figure in re.findall(r"(?<![\w.,])\d{1,3}(?:,\d{3})+(?![\d,])|(?<![\w.])\d+\.\d{3,}", line):
+                assert figure in backing, f"README line {lines.index(line) + 1}: {figure} is in none of {files}"
