@@ -77,7 +77,9 @@ def test_implicit_feedback_example_runs(capsys):
     scores, _, _ = example.main(n_users=300, n_items=60)
     out = capsys.readouterr().out
     assert "| popularity |" in out and "| MAMLFactorizationRecommender |" in out
-    assert all(((s >= 0) & (s <= 1)).all() for name, s in scores.items() if name != "popularity")
+    # Probabilities, but for BPR's ranking scores.
+    assert all(((s >= 0) & (s <= 1)).all() for name, s in scores.items() if name != "popularity" and "bpr" not in name)
+    assert np.isfinite(scores["MAMLFactorizationRecommender, bpr"]).all()
 
 
 def _benchmarks(monkeypatch):
