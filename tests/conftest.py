@@ -10,6 +10,16 @@ from ._background import RUNNER, Runner
 FOLDER = pytest.StashKey()
 
 
+def _waits(item):
+    return hasattr(getattr(item, "module", None), "BACKGROUND")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # The tests that wait for the children run last, so that the rest of
+    # the suite runs meanwhile.
+    items.sort(key=_waits)
+
+
 def pytest_collection_finish(session):
     modules = {}
     for item in session.items:
