@@ -88,8 +88,9 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         rating; "auto" is 0 for the squared loss (``item_shrinkage`` is its
         prior) and 0.01 for the implicit ones. A strength per rating
         penalizes an item in proportion to its ratings, so it pulls the
-        well-known items in hardest: at β = 0.05 instead of 0, new users'
-        catalogue nDCG@10 on MovieLens-100k falls from 0.16 to 0.07.
+        well-known items in hardest: at β = 0.05 instead of 0.01 (the
+        default until 2026-12-03, with γ = 0), new users' catalogue nDCG@10
+        on MovieLens-100k falls from 0.16 to 0.07.
     item_shrinkage : float or "auto", default="auto"
         Pseudo-count γ of ratings that pull each item's (b_i, q_i) towards
         zero in the outer loop: item i's L2 strength per query rating is
@@ -453,14 +454,9 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
     def _inner_reg(self):
         return float(self.inner_reg)
 
-    def _item_reg(self, items, weights):
-        """β_i = reg + item_shrinkage / n_i of every item (see
-        ``item_shrinkage``), from the rating log's item codes and weights;
-        sets ``item_shrinkage_``."""
-        n_items = len(self._item_vocab)
-        counts = np.bincount(items, weights, minlength=n_items)
-        # Sampled negatives fall on an item about n_neg·W / n_items times.
-        counts += self._n_neg() * weights.sum() / n_items
+    def _resolve_item_shrinkage(self):
+        """Set ``item_shrinkage_``, the γ of ``item_shrinkage`` (estimated
+        from the whole rating log when "auto"), once per ``_train`` call."""
         if self.item_shrinkage != "auto":
             self.item_shrinkage_ = float(self.item_shrinkage)
         elif self._implicit:
@@ -468,7 +464,15 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         else:
             u, i, r, w = self._log.coo()
             self.item_shrinkage_ = shrinkage_strengths(u, i, r - np.average(r, weights=w), w,
-                                                       len(self._user_vocab), n_items)[1]
+                                                       len(self._user_vocab), len(self._item_vocab))[1]
+
+    def _item_reg(self, items, weights):
+        """β_i = reg + item_shrinkage_ / n_i of every item (see
+        ``item_shrinkage``), from the rating log's item codes and weights."""
+        n_items = len(self._item_vocab)
+        counts = np.bincount(items, weights, minlength=n_items)
+        # Sampled negatives fall on an item about n_neg·W / n_items times.
+        counts += self._n_neg() * weights.sum() / n_items
         reg = (0.01 if self._implicit else 0.0) if self.reg == "auto" else float(self.reg)
         return reg + self.item_shrinkage_ / np.maximum(counts, 1.0)
 
@@ -484,6 +488,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             self.loss_curve_ = []
         indptr, items, ratings, weights = self._log.csr(len(self._user_vocab))
         lo, hi = support_bounds(self.n_support, np.diff(indptr))
+        self._resolve_item_shrinkage()
         if validation_users is not None:
             stopper = _EarlyStopping(self, validation_users, (indptr, items, ratings, weights, lo, hi))
         for _ in range(n_epochs):

@@ -147,6 +147,9 @@ n_iter_, n_features_in_, feature_names_in_
     def _learns_prior_factors(self):
         return True  # Reptile's step moves φ₀ as a whole
 
+    def _resolve_item_shrinkage(self):
+        pass  # Reptile's step has no item prior
+
     def _meta_epoch(self, indptr, items, ratings, weights, order, lo, hi, seed):
         """One pass over ``order`` in meta-batches: one kernel call for the
         Reptile direction of each batch, then the interpolation step."""
