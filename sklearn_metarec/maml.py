@@ -67,7 +67,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         α >= 1 oscillates; the cross-entropy's is at most 1/4, hence the
         larger step. Smaller steps act as shrinkage toward the meta-learned
         prior, which few-shot users need, but the factors' curvature is
-        smaller than the bias's: measured on MovieLens-100k and four
+        smaller than the bias's: measured on MovieLens-100k and two of its
         variants (``benchmarks/robustness.py``, K = 10, 3 seeds), 0.3
         against 0.15 moves new users' RMSE from 0.955 to 0.951 and their
         catalogue nDCG@10 from 0.160 to 0.185; with 30% of the users 0.983
@@ -217,7 +217,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
     user_factors_ : ndarray of shape (n_users, n_factors)
         Adapted p_u of each known user.
     item_shrinkage_ : float
-        The γ of the last epoch, ``item_shrinkage`` resolved.
+        The γ of the last ``fit`` or ``partial_fit`` call, ``item_shrinkage``
+        resolved (estimated from the whole rating log when "auto").
     loss_curve_ : list of float
         Mean query loss of each epoch.
     validation_scores_ : list of float
