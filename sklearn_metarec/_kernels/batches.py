@@ -5,18 +5,36 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit
-from .maths import _loss_terms, _support_norm, _task_meta_grad, _terms_weight, unpack
+from .maths import _loss_terms, _scratch, _support_norm, _task_meta_grad, _terms_weight, unpack
 from .sampling import _build_task, _task_buffers
+
+@jit()
+def _zeros(shape):
+    """``np.zeros(shape)``, outside any parallel region: in a parallel
+    kernel ``np.zeros`` becomes a parallel loop of its own, and waking the
+    threads for it costs more than the fill."""
+    return np.zeros(shape)
+
+
+# Below this many multiply-adds (about 50 µs), the item rows are summed on
+# the calling thread: waking the pool's sleeping threads for a second
+# parallel region costs more (20-150 µs measured on a virtual machine).
+SERIAL_REDUCTION = 1 << 17
+
+# Enough tasks to spread the allocation of a work area, few enough that a
+# meta-batch of 32 still gives every one of 8 threads a chunk.
+TASKS_PER_CHUNK = 4
 
 
 @jit()
-def _sum_row(i, entries, task_of, scales, per_entry, out_b, out_Q):
+def _sum_row(i, entries, lo, hi, task_of, scales, per_entry, out_b, out_Q):
     """Item i's row of a batch's gradient: the scaled sum, in entry order,
-    of the per-entry (b_i, q_i) parts of its ``entries``."""
+    of the per-entry (b_i, q_i) parts of its entries ``entries[lo:hi]``."""
     out_b[i] = 0.0
     for f in range(out_Q.shape[1]):
         out_Q[i, f] = 0.0
-    for p in entries:
+    for e in range(lo, hi):
+        p = entries[e]
         scale = scales[task_of[p]]
         out_b[i] += per_entry[p, 0] * scale
         for f in range(out_Q.shape[1]):
@@ -30,8 +48,9 @@ def _item_groups(t_items, offsets, ends, rows):
     (entries, starts, task_of, n): the entries of item ``rows[r]`` are
     ``entries[starts[r]:starts[r + 1]]``, in entry order, so
     that each row's sum is the same as a serial pass in task order would
-    give; ``task_of[p]`` is entry p's task. Cost: that of the batch, not of
-    the catalogue."""
+    give; ``task_of[p]`` is entry p's task. Rows come in order of first
+    appearance. Cost: O(entries), neither the catalogue's nor a sort's
+    (a sort of (item, entry) keys took longer than the tasks' maths)."""
     n_tasks = offsets.shape[0] - 1
     task_of = np.empty(offsets[n_tasks], dtype=np.int64)
     n = 0
@@ -39,27 +58,44 @@ def _item_groups(t_items, offsets, ends, rows):
         for p in range(offsets[b], offsets[b + 1]):
             task_of[p] = b
         n += ends[b] - offsets[b]
-    # Keys (item, entry) are distinct, so any sort keeps entry order per item.
-    keys = np.empty(n, dtype=np.int64)
+    # Item -> row by open addressing in a table of at least 2n slots.
+    size = 16
+    while size < 2 * n:
+        size *= 2
+    slot_item = np.full(size, -1, dtype=np.int64)
+    slot_row = np.empty(size, dtype=np.int64)
+    row_of = np.empty(n, dtype=np.int64)
+    counts = np.zeros(n + 1, dtype=np.int64)
+    n_rows = 0
     e = 0
     for b in range(n_tasks):
         for p in range(offsets[b], ends[b]):
-            keys[e] = t_items[p] * offsets[n_tasks] + p
+            item = t_items[p]
+            h = ((item * 2654435761) >> 7) & (size - 1)
+            while slot_item[h] != item and slot_item[h] >= 0:
+                h = (h + 1) & (size - 1)
+            if slot_item[h] < 0:
+                slot_item[h] = item
+                slot_row[h] = n_rows
+                rows[n_rows] = item
+                n_rows += 1
+            row_of[e] = slot_row[h]
+            counts[slot_row[h] + 1] += 1
             e += 1
-    keys.sort()
-    entries = np.empty(n, dtype=np.int64)
+    # A stable counting sort by row keeps entry order within each row.
     starts = np.empty(n + 1, dtype=np.int64)
-    n_rows = 0
-    last = -1
-    for e in range(n):
-        item = keys[e] // offsets[n_tasks]
-        entries[e] = keys[e] - item * offsets[n_tasks]
-        if item != last:
-            starts[n_rows] = e
-            rows[n_rows] = item
-            n_rows += 1
-            last = item
-    starts[n_rows] = n
+    starts[0] = 0
+    for r in range(n_rows):
+        starts[r + 1] = starts[r] + counts[r + 1]
+    fill = starts[:n_rows].copy()
+    entries = np.empty(n, dtype=np.int64)
+    e = 0
+    for b in range(n_tasks):
+        for p in range(offsets[b], ends[b]):
+            r = row_of[e]
+            entries[fill[r]] = p
+            fill[r] += 1
+            e += 1
     return entries, starts, task_of, n_rows
 
 
@@ -91,26 +127,37 @@ def meta_batch_grad(
     n_tasks = users.shape[0]
     total = offsets[n_tasks]
     t_items, t_y, t_w, perm = _task_buffers(total)
-    g_item = np.zeros((total, d))
-    g_phi = np.zeros((n_tasks, d))
-    g_mu = np.zeros(n_tasks)
-    g_hyper = np.zeros((n_tasks, d + 1))
-    losses = np.zeros(n_tasks)
-    w_query = np.zeros(n_tasks)
-    for b in prange(n_tasks):
-        u = users[b]
-        lo = offsets[b]
-        hi = offsets[b + 1]
-        n_sup = _build_task(indptr, items, ratings, weights, u, u, sup_lo[u], sup_hi[u], seed,
-                            n_items, inner.n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], perm[lo:hi])
-        phis = np.empty((n_steps + 1, d))
-        losses[b], g_mu[b], g_hyper[b, d] = _task_meta_grad(
-            n_sup, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], mu, phi0, bi, Q, alpha, item_reg, inner,
-            first_order, hyper, phis, g_item[lo:hi], g_phi[b], g_hyper[b, :d],
-        )
-        w_query[b] = _terms_weight(t_w[lo:hi], n_sup, hi - lo - n_sup, inner.n_neg, inner.pairwise)
+    g_item = _zeros((total, d))
+    g_phi = _zeros((n_tasks, d))
+    g_mu = _zeros(n_tasks)
+    g_hyper = _zeros((n_tasks, d + 1))
+    losses = _zeros(n_tasks)
+    w_query = _zeros(n_tasks)
+    # Tasks in chunks of TASKS_PER_CHUNK, a chunk's tasks one after another
+    # on one work area: allocations per task cost as much as a task's
+    # maths. A task's result does not depend on its chunk.
+    n_chunks = (n_tasks + TASKS_PER_CHUNK - 1) // TASKS_PER_CHUNK
+    for ch in prange(n_chunks):
+        first = ch * TASKS_PER_CHUNK
+        last = min(n_tasks, first + TASKS_PER_CHUNK)
+        longest = 0
+        for b in range(first, last):
+            longest = max(longest, offsets[b + 1] - offsets[b])
+        work = _scratch(longest, d, n_steps)
+        for b in range(first, last):
+            u = users[b]
+            lo = offsets[b]
+            hi = offsets[b + 1]
+            n_sup = _build_task(indptr, items, ratings, weights, u, u, sup_lo[u], sup_hi[u], seed,
+                                n_items, inner.n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], perm[lo:hi])
+            losses[b], g_mu[b], g_hyper[b, d] = _task_meta_grad(
+                n_sup, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], mu, phi0, bi, Q, alpha, item_reg, inner,
+                first_order, hyper, g_item[lo:hi], g_phi[b], g_hyper[b, :d], work,
+            )
+            w_query[b] = _terms_weight(t_w[lo:hi], n_sup, hi - lo - n_sup, inner.n_neg, inner.pairwise)
     # (μ, φ₀, α, λ) serially in task order: identical for any thread count.
-    grad_hyper[:] = 0.0
+    for a in range(d + 1):
+        grad_hyper[a] = 0.0
     g_phi0, g_bi, g_Q = unpack(grad, n_items, d)
     scales = np.empty(n_tasks)
     w_total = 0.0
@@ -134,8 +181,12 @@ def meta_batch_grad(
     # Item rows one at a time per thread, each summed in entry order, so the
     # result does not depend on the thread count.
     entries, starts, task_of, n_rows = _item_groups(t_items, offsets, offsets[1:], rows)
-    for r in prange(n_rows):
-        _sum_row(rows[r], entries[starts[r] : starts[r + 1]], task_of, scales, g_item, g_bi, g_Q)
+    if total * d < SERIAL_REDUCTION:
+        for r in range(n_rows):
+            _sum_row(rows[r], entries, starts[r], starts[r + 1], task_of, scales, g_item, g_bi, g_Q)
+    else:
+        for r in prange(n_rows):
+            _sum_row(rows[r], entries, starts[r], starts[r + 1], task_of, scales, g_item, g_bi, g_Q)
     return loss, n_rows
 
 
@@ -167,10 +218,10 @@ def reptile_batch(
     n_tasks = users.shape[0]
     total = offsets[n_tasks]
     t_items, t_y, t_w, perm = _task_buffers(total)
-    d_item = np.zeros((total, d))
-    d_phi = np.zeros((n_tasks, d))
-    n_sups = np.zeros(n_tasks, dtype=np.int64)
-    losses = np.zeros(n_tasks)
+    d_item = _zeros((total, d))
+    d_phi = _zeros((n_tasks, d))
+    n_sups = np.empty(n_tasks, dtype=np.int64)
+    losses = _zeros(n_tasks)
     for b in prange(n_tasks):
         u = users[b]
         lo = offsets[b]
@@ -244,10 +295,12 @@ def reptile_batch(
     for b in range(n_tasks):
         ends[b] = offsets[b] + n_sups[b]
     entries, starts, task_of, n_rows = _item_groups(t_items, offsets, ends, rows)
-    ones = np.ones(n_tasks)
+    ones = _zeros(n_tasks)
+    for b in range(n_tasks):
+        ones[b] = 1.0
     for r in prange(n_rows):
         i = rows[r]
-        _sum_row(i, entries[starts[r] : starts[r + 1]], task_of, ones, d_item, dbi, dQ)
+        _sum_row(i, entries, starts[r], starts[r + 1], task_of, ones, d_item, dbi, dQ)
         copies = starts[r + 1] - starts[r]
         if copies > 1:
             dbi[i] /= copies

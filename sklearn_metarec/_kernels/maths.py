@@ -101,37 +101,6 @@ def _term(lo, m, t, n_neg, pairwise):
 
 
 @jit()
-def _term_score(mu, bi, Q, phi, items, ratings, weights, p, n):
-    """(score, target, weight) of the term with entries (p, n). A pair's
-    target is 1 (BPR's −log σ(x) is the cross-entropy of σ(x) against 1)
-    and its weight is its negative's: its positive's weight, or 0 when the
-    user rated every item and no negative exists."""
-    if n < 0:
-        return _score(mu, bi, Q, phi, items[p]), ratings[p], weights[p]
-    i = items[p]
-    j = items[n]
-    x = bi[i] - bi[j]
-    for f in range(phi.shape[0] - 1):
-        x += phi[1 + f] * (Q[i, f] - Q[j, f])
-    return x, 1.0, weights[n]
-
-
-@jit()
-def _term_feature(Q, items, p, n, out):
-    """The term's feature vector ∂score/∂φ: (1, q_i), or (0, q_p − q_n)."""
-    i = items[p]
-    if n < 0:
-        out[0] = 1.0
-        for f in range(out.shape[0] - 1):
-            out[1 + f] = Q[i, f]
-        return
-    j = items[n]
-    out[0] = 0.0
-    for f in range(out.shape[0] - 1):
-        out[1 + f] = Q[i, f] - Q[j, f]
-
-
-@jit()
 def _terms_weight(weights, lo, m, n_neg, pairwise):
     """Total weight of the segment's terms."""
     total = 0.0
@@ -149,50 +118,97 @@ def _support_norm(weights, n_sup, inner):
 
 
 @jit()
-def _support_grad(phi, n_sup, items, ratings, weights, mu, bi, Q, inner, g, x):
-    """g ← ∇φ L_S(φ) over the first ``n_sup`` entries of a task; ``x`` is
-    scratch of length d."""
-    d = phi.shape[0]
-    for a in range(d):
-        g[a] = 2.0 * inner.lam * phi[a]
-    ws = _support_norm(weights, n_sup, inner)
-    if ws <= 0.0:
-        return
-    for t in range(_n_terms(n_sup, inner.n_neg, inner.pairwise)):
-        p, n = _term(0, n_sup, t, inner.n_neg, inner.pairwise)
-        s, y, w = _term_score(mu, bi, Q, phi, items, ratings, weights, p, n)
-        _, dl, _ = _loss_terms(s, y, inner.logistic)
-        _term_feature(Q, items, p, n, x)
-        c = w / ws * dl
-        for a in range(d):
-            g[a] += c * x[a]
+def _scratch(m, d, n_steps):
+    """Work arrays for tasks of at most ``m`` entries, reused task after
+    task: ``(X, cyw, ends, slopes, phis, vecs)`` for :func:`_gather`,
+    :func:`_inner_loop` and :func:`_task_meta_grad`. Allocated per task,
+    they cost as much as the task's maths."""
+    m = max(m, 1)
+    return (np.empty((m, d)), np.empty((m, 3)), np.empty((m, 2), dtype=np.int64),
+            np.empty((m, 2 * max(n_steps, 1))), np.empty((n_steps + 1, d)), np.empty((5, d)))
 
 
 @jit()
-def _inner_loop(phis, n_sup, items, ratings, weights, mu, bi, Q, alpha, inner, g):
-    """Fill ``phis[1:]`` with the inner-loop iterates from ``phis[0]``."""
+def _gather(lo, m, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, row):
+    """Lay out the terms of the task segment ``[lo, lo + m)`` as rows
+    ``row, row + 1, ...`` of plain arrays, so that the loops over terms
+    read one contiguous row each (through helper calls and row views they
+    cost five times the arithmetic). Term t's score is
+    s = c + X[t]ᵀφ, with X[t] its feature vector ∂s/∂φ, (1, q_i) or
+    (0, q_p − q_n), and c the rest, μ + b_i or b_p − b_n; ``cyw[t]`` holds
+    (c, target, weight), a pair's target being 1 and its weight its
+    negative's (its positive's weight, or 0 when the user rated every item
+    and no negative exists); ``ends[t]`` holds its entries (p, n), n = −1
+    for a pointwise term. Returns (number of terms, their total weight)."""
+    d = X.shape[1]
+    nt = _n_terms(m, inner.n_neg, inner.pairwise)
+    total = 0.0
+    for t in range(nt):
+        p, n = _term(lo, m, t, inner.n_neg, inner.pairwise)
+        r = row + t
+        i = items[p]
+        ends[r, 0] = p
+        ends[r, 1] = n
+        if n < 0:
+            X[r, 0] = 1.0
+            for f in range(d - 1):
+                X[r, 1 + f] = Q[i, f]
+            cyw[r, 0] = mu + bi[i]
+            cyw[r, 1] = ratings[p]
+            cyw[r, 2] = weights[p]
+        else:
+            j = items[n]
+            X[r, 0] = 0.0
+            for f in range(d - 1):
+                X[r, 1 + f] = Q[i, f] - Q[j, f]
+            cyw[r, 0] = bi[i] - bi[j]
+            cyw[r, 1] = 1.0
+            cyw[r, 2] = weights[n]
+        total += cyw[r, 2]
+    return nt, total
+
+
+@jit()
+def _inner_loop(phis, nt, X, cyw, ws, alpha, inner, slopes, g):
+    """Fill ``phis[1:]`` with the inner-loop iterates from ``phis[0]`` on
+    the support terms, rows ``[0, nt)`` of (X, cyw), with normalizer ``ws``.
+    ``slopes[e, t]`` and ``slopes[e, T + t]`` receive (ℓ', ℓ'') of term e
+    at φ_t, which the reverse pass reuses; ``g`` is scratch of length d."""
     d = phis.shape[1]
-    x = np.empty(d)
-    for t in range(phis.shape[0] - 1):
-        _support_grad(phis[t], n_sup, items, ratings, weights, mu, bi, Q, inner, g, x)
+    n_steps = phis.shape[0] - 1
+    for t in range(n_steps):
+        for a in range(d):
+            g[a] = 2.0 * inner.lam * phis[t, a]
+        if ws > 0.0:
+            for e in range(nt):
+                s = cyw[e, 0]
+                for a in range(d):
+                    s += X[e, a] * phis[t, a]
+                _, dl, d2l = _loss_terms(s, cyw[e, 1], inner.logistic)
+                slopes[e, t] = dl
+                slopes[e, n_steps + t] = d2l
+                ce = cyw[e, 2] / ws * dl
+                for a in range(d):
+                    g[a] += ce * X[e, a]
         for a in range(d):
             phis[t + 1, a] = phis[t, a] - alpha[a] * g[a]
 
 
 @jit()
-def _item_terms(g_item, j, sign, c, cq, vq, phi, Q_i):
-    """Add to entry j's item gradient the part of a term that flows through
-    its item: ``sign`` (−1 for a pair's negative) times c on b_i and
-    c φ_p + cq vq on q_i."""
-    g_item[j, 0] += sign * c
-    for f in range(Q_i.shape[0]):
-        g_item[j, 1 + f] += sign * (c * phi[1 + f] + cq * vq[1 + f])
+def _adapt(n_sup, items, ratings, weights, mu, bi, Q, inner, alpha, phi0, out):
+    """``out`` ← φ_T adapted from ``phi0`` on the first ``n_sup`` entries
+    of a task (serving's fold-in)."""
+    X, cyw, ends, slopes, phis, vecs = _scratch(n_sup, phi0.shape[0], inner.n_steps)
+    nt, _ = _gather(0, n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, 0)
+    phis[0, :] = phi0
+    _inner_loop(phis, nt, X, cyw, _support_norm(weights, n_sup, inner), alpha, inner, slopes, vecs[0])
+    out[:] = phis[inner.n_steps]
 
 
 @jit()
 def _task_meta_grad(
     n_sup, items, ratings, weights, mu, phi0, bi, Q, alpha, item_reg, inner,
-    first_order, hyper, phis, g_item, g_phi0, g_alpha,
+    first_order, hyper, g_item, g_phi0, g_alpha, work,
 ):
     """Query loss of one task and its meta-gradient.
 
@@ -200,92 +216,96 @@ def _task_meta_grad(
     its query set. ``g_item[j]`` receives ∂/∂(b_i, q_i) for the item of
     entry j; ``g_phi0`` receives ∂/∂φ₀. With ``hyper``, ``g_alpha`` receives
     ∂/∂α and the returned ∂/∂λ is filled in (Meta-SGD); ``first_order`` then
-    uses v_T for every step. Returns (loss, ∂loss/∂μ, ∂loss/∂λ).
+    uses v_T for every step. ``work`` is a :func:`_scratch` for at least the
+    task's length. Returns (loss, ∂loss/∂μ, ∂loss/∂λ).
     """
-    lam, n_steps, logistic, n_neg, pairwise = inner.lam, inner.n_steps, inner.logistic, inner.n_neg, inner.pairwise
+    lam, n_steps, logistic = inner.lam, inner.n_steps, inner.logistic
+    X, cyw, ends, slopes, phis, vecs = work
     d = phi0.shape[0]
     k = d - 1
     m = items.shape[0]
-    g = np.empty(d)
-    x = np.empty(d)
+    ns, _ = _gather(0, n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, 0)
+    ws = _support_norm(weights, n_sup, inner)
     phis[0, :] = phi0
-    _inner_loop(phis, n_sup, items, ratings, weights, mu, bi, Q, alpha, inner, g)
-    phi = phis[n_steps]
+    _inner_loop(phis, ns, X, cyw, ws, alpha, inner, slopes, vecs[0])
 
     # Query loss and its direct gradients at φ_T. Each item of a term pays
     # its L2 penalty β_i (b_i² + ‖q_i‖²) with the term's weight.
-    v = np.zeros(d)
+    nq, wq = _gather(n_sup, m - n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, ns)
+    v = vecs[1]
+    v[:] = 0.0
     loss = 0.0
     g_mu = 0.0
-    wq = _terms_weight(weights, n_sup, m - n_sup, n_neg, pairwise)
     if wq > 0.0:
-        for t in range(_n_terms(m - n_sup, n_neg, pairwise)):
-            p, n = _term(n_sup, m - n_sup, t, n_neg, pairwise)
-            s, y, w = _term_score(mu, bi, Q, phi, items, ratings, weights, p, n)
-            w /= wq
-            ell, dl, _ = _loss_terms(s, y, logistic)
-            _term_feature(Q, items, p, n, x)
-            c = w * dl
-            if n < 0:
-                g_mu += c
+        for r in range(ns, ns + nq):
+            s = cyw[r, 0]
             for a in range(d):
-                v[a] += c * x[a]
+                s += X[r, a] * phis[n_steps, a]
+            w = cyw[r, 2] / wq
+            ell, dl, _ = _loss_terms(s, cyw[r, 1], logistic)
+            ce = w * dl
+            if ends[r, 1] < 0:
+                g_mu += ce
+            for a in range(d):
+                v[a] += ce * X[r, a]
             pen = 0.0
-            for j in (p, n):
+            for side in range(2):
+                j = ends[r, side]
                 if j < 0:
                     continue
                 i = items[j]
+                sign = 1.0 if side == 0 else -1.0
                 sq = bi[i] * bi[i]
                 for f in range(k):
                     sq += Q[i, f] * Q[i, f]
                 pen += item_reg[i] * sq
-                _item_terms(g_item, j, 1.0 if j == p else -1.0, c, 0.0, x, phi, Q[i])
-                g_item[j, 0] += 2.0 * w * item_reg[i] * bi[i]
+                r2 = 2.0 * w * item_reg[i]
+                g_item[j, 0] += sign * ce
+                g_item[j, 0] += r2 * bi[i]
                 for f in range(k):
-                    g_item[j, 1 + f] += 2.0 * w * item_reg[i] * Q[i, f]
+                    g_item[j, 1 + f] += sign * (ce * phis[n_steps, 1 + f])
+                    g_item[j, 1 + f] += r2 * Q[i, f]
             loss += w * (ell + pen)
 
     g_lam = 0.0
     if hyper or not first_order:
-        ws = _support_norm(weights, n_sup, inner)
-        vt = np.empty(d)
-        hv = np.empty(d)
-        gt = np.empty(d)
+        vt, hv, gt = vecs[2], vecs[3], vecs[4]
         for t in range(n_steps - 1, -1, -1):
-            phi_t = phis[t]
             for a in range(d):
                 vt[a] = alpha[a] * v[a]
                 hv[a] = 2.0 * lam * vt[a]
-                gt[a] = 2.0 * lam * phi_t[a]
+                gt[a] = 2.0 * lam * phis[t, a]
             if ws > 0.0:
-                for e in range(_n_terms(n_sup, n_neg, pairwise)):
-                    p, n = _term(0, n_sup, e, n_neg, pairwise)
-                    s, y, w = _term_score(mu, bi, Q, phi_t, items, ratings, weights, p, n)
-                    c = w / ws
-                    _, dl, d2l = _loss_terms(s, y, logistic)
-                    _term_feature(Q, items, p, n, x)
-                    ce = c * dl
+                for e in range(ns):
+                    cw = cyw[e, 2] / ws
+                    ce = cw * slopes[e, t]
                     if hyper:
                         for a in range(d):
-                            gt[a] += ce * x[a]
+                            gt[a] += ce * X[e, a]
                     if first_order:
                         continue
                     xv = 0.0
                     for a in range(d):
-                        xv += vt[a] * x[a]
-                    cx = c * d2l * xv
+                        xv += vt[a] * X[e, a]
+                    cx = cw * slopes[e, n_steps + t] * xv
                     for a in range(d):
-                        hv[a] += cx * x[a]
-                    if n < 0:
+                        hv[a] += cx * X[e, a]
+                    if ends[e, 1] < 0:
                         g_mu -= cx
-                    _item_terms(g_item, p, -1.0, cx, ce, vt, phi_t, Q[items[p]])
-                    if n >= 0:
-                        _item_terms(g_item, n, 1.0, cx, ce, vt, phi_t, Q[items[n]])
+                    # Through the term's items: −(cx, cx φ_t + ce ṽ) on p, + on n.
+                    for side in range(2):
+                        j = ends[e, side]
+                        if j < 0:
+                            continue
+                        sign = -1.0 if side == 0 else 1.0
+                        g_item[j, 0] += sign * cx
+                        for f in range(k):
+                            g_item[j, 1 + f] += sign * (cx * phis[t, 1 + f] + ce * vt[1 + f])
             if hyper:
                 # φ_{t+1} = φ_t − α ⊙ g(φ_t):  ∂/∂α = −g(φ_t),  ∂/∂λ = −2 α ⊙ φ_t.
                 for a in range(d):
                     g_alpha[a] -= v[a] * gt[a]
-                    g_lam -= 2.0 * vt[a] * phi_t[a]
+                    g_lam -= 2.0 * vt[a] * phis[t, a]
             if not first_order:
                 for a in range(d):
                     v[a] -= hv[a]

@@ -5,7 +5,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit
-from .maths import _inner_loop, _loss_terms, _score, unpack
+from .maths import _adapt, _loss_terms, _score, unpack
 from .sampling import _history_task
 
 
@@ -13,18 +13,13 @@ from .sampling import _history_task
 def adapt_users(indptr, items, ratings, weights, users, keys, seed, theta, n_items, alpha, inner, out):
     """``out[b]`` ← φ_T of user ``users[b]`` adapted from φ₀ on all its
     ratings (and, with ``inner.n_neg``, negatives keyed by (seed, keys[b]))."""
-    n_steps = inner.n_steps
     d = alpha.shape[0]
     mu = theta[0]
     phi0, bi, Q = unpack(theta, n_items, d)
     for b in prange(users.shape[0]):
         t_items, t_y, t_w, s = _history_task(indptr, items, ratings, weights, users[b], keys[b], seed, n_items,
                                              inner.n_neg)
-        phis = np.empty((n_steps + 1, d))
-        phis[0, :] = phi0
-        g = np.empty(d)
-        _inner_loop(phis, s, t_items, t_y, t_w, mu, bi, Q, alpha, inner, g)
-        out[b, :] = phis[n_steps]
+        _adapt(s, t_items, t_y, t_w, mu, bi, Q, inner, alpha, phi0, out[b])
 
 
 @jit(parallel=True)
