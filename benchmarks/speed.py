@@ -189,6 +189,47 @@ def measure(problem, torch_tasks, repeat, compile_peer=True):
     return row
 
 
+def work_per_task(problem):
+    """(flops, bytes) per task of one exact meta-gradient, counted from the
+    maths, not from any implementation, over all the problem's tasks.
+
+    Flops (a multiply-add is 2): per inner step, each support term's score
+    and its gradient term (4d) and the update (2d); at φ_T, each query
+    term's score and v_T term (4d), its item's gradient and L2 term (6k);
+    per reverse step, each support term's x·ṽ and Hessian-vector term (4d)
+    and its item's mixed partials (4k). Bytes: each entry's item row
+    (b_i, q_i) read and its gradient row written (2 · 8d), and its item
+    code, rating and weight (24)."""
+    d, T = len(problem.alpha), problem.n_steps
+    k = d - 1
+    n_s = n_q = 0
+    for users in problem.batches:
+        for items, _, _, s in problem.tasks(users):
+            n_s += s
+            n_q += len(items) - s
+    n_tasks = sum(len(b) for b in problem.batches)
+    flops = T * (4 * d * n_s + 2 * d * n_tasks) + n_q * (4 * d + 6 * k) + T * n_s * (4 * d + 4 * k)
+    return flops / n_tasks, (n_s + n_q) * (16 * d + 24) / n_tasks
+
+
+def gemm_peak(threads, dtype, n=2048, repeat=3):
+    """GFLOP/s of a square matrix product (BLAS) on ``threads`` threads: the
+    practical peak of this machine at that precision."""
+    from threadpoolctl import threadpool_limits
+
+    a = np.random.RandomState(0).rand(n, n).astype(dtype)
+    with threadpool_limits(threads):
+        a @ a
+        best = min(_timed(lambda: a @ a) for _ in range(repeat))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def _memory_child(who, n_users, n_items, k, n_steps, n_tasks):
     """In a fresh process, so that no earlier call's freed memory is reused:
     warm up on two tasks, then measure one call over ``n_tasks``."""
@@ -285,12 +326,15 @@ def main(argv=None):
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines))
+    peaks = {np.float64: gemm_peak(threads, np.float64), np.float32: gemm_peak(threads, np.float32)}
+    work = []
     for k in args.factors:
         for n_steps in args.steps:
             problem = Problem(X, y, k, n_steps)
             agreement = check_agreement(problem)
             r = measure(problem, args.torch_tasks, args.repeat, not args.no_compile)
             strongest = np.nanmax([r["flat"], r["compiled"]])
+            work.append((n_steps, k, *work_per_task(problem), r["ours_so"], strongest))
             compiled = "n/a" if np.isnan(r["compiled"]) else f"{r['compiled']:,.0f}"
             line = (f"| {n_steps} | {k} | {r['ours_so']:,.0f} | {r['ours_fo']:,.0f} | "
                     f"{r['ours_fo'] / r['ours_so']:.2f}x | {r['loop']:,.0f} | {r['ours_so'] / r['loop']:.0f}x | "
@@ -298,6 +342,25 @@ def main(argv=None):
                     f"{r['ours_so'] / strongest:.1f}x | {agreement:.1e} |")
             print(line, flush=True)
             lines.append(line)
+    section = [
+        "",
+        "## Work per task and the fraction of this machine's peak",
+        "",
+        "Flops and bytes per task of one exact meta-gradient, counted from the maths (the same for every "
+        "implementation; `work_per_task` says what is counted), times each one's tasks per second above. Peak: a "
+        f"{threads}-thread BLAS matrix product measured in this run, {peaks[np.float64]:.1f} GFLOP/s in float64 "
+        f"(ours) and {peaks[np.float32]:.1f} in float32 (PyTorch's).",
+        "",
+        "| T | k | flops/task | bytes/task | flops/byte | ours (GFLOP/s) | % of float64 peak | "
+        "strongest PyTorch (GFLOP/s) | % of float32 peak |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n_steps, k, flops, nbytes, ours, theirs in work:
+        section.append(f"| {n_steps} | {k} | {flops:,.0f} | {nbytes:,.0f} | {flops / nbytes:.2f} | "
+                       f"{flops * ours / 1e9:.2f} | {100 * flops * ours / 1e9 / peaks[np.float64]:.1f}% | "
+                       f"{flops * theirs / 1e9:.2f} | {100 * flops * theirs / 1e9 / peaks[np.float32]:.1f}% |")
+    print("\n".join(section), flush=True)
+    lines += section
     if args.memory_steps:
         k = args.factors[len(args.factors) // 2]
         section = [

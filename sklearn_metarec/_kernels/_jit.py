@@ -53,21 +53,29 @@ def first_use_notice(stream=None):
           file=stream or sys.stderr, flush=True)
 
 
-def jit(parallel=False):
+# Sums may be reordered (and multiply-adds fused), so that a dot product
+# of k terms runs as vector lanes rather than one chain of k dependent adds.
+# No assumption about NaN or infinity: divergence must still show.
+REORDER_SUMS = ("reassoc", "contract")
+
+
+def jit(parallel=False, fastmath=False):
     """``numba.njit(nogil=True)`` with the on-disk cache in ``_CACHE_DIR``,
     or without a cache if there is none: importing the package must never
-    fail."""
+    fail. ``fastmath``: Numba's option (``REORDER_SUMS`` for the model's
+    dot products)."""
 
     def decorate(func):
+        options = dict(parallel=parallel, nogil=True, fastmath=set(fastmath) if fastmath else False)
         if _CACHE_DIR is None:
-            return numba.njit(cache=False, parallel=parallel, nogil=True)(func)
+            return numba.njit(cache=False, **options)(func)
         # Numba's locators read CACHE_DIR when a function is decorated.
         previous = config.CACHE_DIR
         config.CACHE_DIR = _CACHE_DIR
         try:
-            return numba.njit(cache=True, parallel=parallel, nogil=True)(func)
+            return numba.njit(cache=True, **options)(func)
         except RuntimeError:  # "cannot cache function ...: no locator available"
-            return numba.njit(cache=False, parallel=parallel, nogil=True)(func)
+            return numba.njit(cache=False, **options)(func)
         finally:
             config.CACHE_DIR = previous
 

@@ -6,7 +6,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from ._jit import jit
+from ._jit import REORDER_SUMS, jit
 
 # Settings records. Kernels take their scalar settings in these, built by
 # the keyword-only constructors below, so that two swapped scalars cannot
@@ -168,7 +168,7 @@ def _gather(lo, m, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, row)
     return nt, total
 
 
-@jit()
+@jit(fastmath=REORDER_SUMS)
 def _inner_loop(phis, nt, X, cyw, ws, alpha, inner, slopes, g):
     """Fill ``phis[1:]`` with the inner-loop iterates from ``phis[0]`` on
     the support terms, rows ``[0, nt)`` of (X, cyw), with normalizer ``ws``.
@@ -205,7 +205,7 @@ def _adapt(n_sup, items, ratings, weights, mu, bi, Q, inner, alpha, phi0, out):
     out[:] = phis[inner.n_steps]
 
 
-@jit()
+@jit(fastmath=REORDER_SUMS)
 def _task_meta_grad(
     n_sup, items, ratings, weights, mu, phi0, bi, Q, alpha, item_reg, inner,
     first_order, hyper, g_item, g_phi0, g_alpha, work,
