@@ -13,6 +13,7 @@ folder returning ``{name: (argv, env or None, timeout in seconds)}``.
 
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -26,6 +27,7 @@ class Runner:
         self.jobs, self.folder = jobs, folder
         self.done = {name: threading.Event() for name in jobs}
         self.results = {}
+        self.seconds = {}
         self.stopped = False
         self.current = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -34,7 +36,9 @@ class Runner:
     def _run(self):
         for name, job in self.jobs.items():
             if not self.stopped:
+                start = time.perf_counter()
                 self.results[name] = run(*job, started=self._started)
+                self.seconds[name] = time.perf_counter() - start
             self.done[name].set()
 
     def _started(self, process):

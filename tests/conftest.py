@@ -35,6 +35,14 @@ def pytest_collection_finish(session):
         session.config.stash[FOLDER] = folder
 
 
+def pytest_terminal_summary(terminalreporter, config):
+    # The children's times, so that a slow suite shows which lane held it.
+    runner = config.stash.get(RUNNER, None)
+    if runner is not None and runner.seconds:
+        times = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in runner.seconds.items())
+        terminalreporter.write_line(f"background children ({sum(runner.seconds.values()):.0f} s in all): {times}")
+
+
 def pytest_unconfigure(config):
     runner = config.stash.get(RUNNER, None)
     if runner is not None:
