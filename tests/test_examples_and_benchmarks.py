@@ -171,8 +171,11 @@ def test_speed_benchmark_and_its_pytorch_peer(tmp_path, monkeypatch, capsys):
     out = tmp_path / "speed.md"
     speed.main(["--n-users", "120", "--n-items", "40", "--steps", "2", "--factors", "4", "--torch-tasks", "8",
                 "--repeat", "1", "--memory-steps", "--data", "none", "--no-compile", "--out", str(out)])
-    row = [line for line in out.read_text().splitlines() if line.startswith("| 2 | 4 |")]
-    assert len(row) == 1 and float(row[0].split("|")[-2]) < 1e-8
+    # One row of throughput (its last cell the agreement), one of work per task.
+    speed_row, work_row = [line for line in out.read_text().splitlines() if line.startswith("| 2 | 4 |")]
+    assert float(speed_row.split("|")[-2]) < 1e-8
+    flops, nbytes = (float(cell.replace(",", "")) for cell in work_row.split("|")[3:5])
+    assert flops > 0 and nbytes > 0 and "%" in work_row
 
     # The agreement check is a real check: a wrong analytic gradient is caught.
     X, y = make_ratings(n_users=60, n_items=30, random_state=1)

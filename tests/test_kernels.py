@@ -393,3 +393,17 @@ def test_item_groups_list_each_items_entries_in_entry_order(n_items):
     for r in range(n):
         np.testing.assert_array_equal(entries[starts[r] : starts[r + 1]], kept[t_items[kept] == rows[r]])
     np.testing.assert_array_equal(task_of, np.repeat(np.arange(len(lengths)), lengths))
+
+
+@pytest.mark.parametrize("d", [1, 4, 33])
+def test_spd_solve_matches_numpy(d):
+    # The baselines' exact fold-in solves with it (Cholesky, in place).
+    from sklearn_metarec._kernels.serving import _solve_spd
+
+    rng = np.random.RandomState(d)
+    M = rng.randn(d + 3, d)
+    A = M.T @ M + 0.1 * np.eye(d)
+    b = rng.randn(d)
+    out = np.empty(d)
+    _solve_spd(A.copy(), b, out)
+    np.testing.assert_allclose(out, np.linalg.solve(A, b), rtol=1e-10, atol=1e-12)

@@ -1,6 +1,8 @@
 """Serving: adaptation of users (fold-in), exact baselines' solves, prediction
 and top-n selection."""
 
+import math
+
 import numpy as np
 from numba import prange
 
@@ -20,6 +22,35 @@ def adapt_users(indptr, items, ratings, weights, users, keys, seed, theta, n_ite
         t_items, t_y, t_w, s = _history_task(indptr, items, ratings, weights, users[b], keys[b], seed, n_items,
                                              inner.n_neg)
         _adapt(s, t_items, t_y, t_w, mu, bi, Q, inner, alpha, phi0, out[b])
+
+
+@jit()
+def _solve_spd(A, b, out):
+    """``out`` ← A⁻¹b for a symmetric positive definite A, by Cholesky (A's
+    lower triangle is overwritten by the factor). ``np.linalg.solve`` in a
+    parallel kernel cost 15 s of compilation on first use; a d×d solve
+    needs none of LAPACK's blocking."""
+    n = A.shape[0]
+    for j in range(n):
+        s = A[j, j]
+        for c in range(j):
+            s -= A[j, c] * A[j, c]
+        A[j, j] = math.sqrt(s)
+        for i in range(j + 1, n):
+            s = A[i, j]
+            for c in range(j):
+                s -= A[i, c] * A[j, c]
+            A[i, j] = s / A[j, j]
+    for i in range(n):
+        s = b[i]
+        for c in range(i):
+            s -= A[i, c] * out[c]
+        out[i] = s / A[i, i]
+    for i in range(n - 1, -1, -1):
+        s = out[i]
+        for c in range(i + 1, n):
+            s -= A[c, i] * out[c]
+        out[i] = s / A[i, i]
 
 
 @jit(parallel=True)
@@ -51,7 +82,7 @@ def ridge_users(indptr, items, ratings, weights, users, theta, n_items, d, reg, 
         for a in range(d):
             # The 1e-12 keeps A invertible when reg is 0 and factors are degenerate.
             A[a, a] += reg * wsum + 1e-12 * wsum
-        out[b, :] = np.linalg.solve(A, rhs)
+        _solve_spd(A, rhs, out[b])
 
 
 @jit()
@@ -97,7 +128,8 @@ def logistic_users(indptr, items, ratings, weights, users, keys, seed, theta, n_
                         H[a, c] += t_w[j] * d2l * x[a] * x[c]
             for a in range(d):
                 H[a, a] += 2.0 * reg_w + 1e-12 * wsum
-            step = np.linalg.solve(H, grad)
+            step = np.empty(d)
+            _solve_spd(H, grad, step)
             f0 = _logistic_objective(phi, t_items, t_y, t_w, mu, bi, Q, reg_w)
             decrease = np.dot(grad, step)
             if decrease <= 1e-14 * (1.0 + abs(f0)):
