@@ -35,7 +35,9 @@ def catalogue_table(support, query, n_items, users):
     return np.column_stack([u, i])[keep], labels[keep]
 
 
-def main(n_users=1500, n_items=300, seed=0):
+def main(n_users=1500, n_items=300, seed=0, only=None):
+    """Print the table; return (scores by method, labels, users). ``only``:
+    the names of the estimators to fit (default: all)."""
     X, y = make_ratings(n_users=n_users, n_items=n_items, implicit=True, random_state=seed)
     clicks = X[y == 1]
     X_train, X_query = cold_start_split(clicks, n_support=5, test_size=0.2, random_state=seed)
@@ -54,9 +56,11 @@ def main(n_users=1500, n_items=300, seed=0):
         ReptileFactorizationRecommender(loss="logistic", random_state=seed),
         MAMLFactorizationRecommender(loss="bpr", random_state=seed),
     ):
+        name = type(model).__name__ + (", bpr" if model.loss == "bpr" else "")
+        if only is not None and name not in only:
+            continue
         start = time.perf_counter()
         model.fit(train).fold_in(support)  # no y: every row is a positive
-        name = type(model).__name__ + (", bpr" if model.loss == "bpr" else "")
         scores[name] = model.predict(pairs)  # probabilities (BPR: ranking scores)
         print(f"fitted {name} in {time.perf_counter() - start:.1f} s")
 

@@ -155,8 +155,8 @@ def test_logistic_maml_beats_popularity_on_held_out_users(capsys):
         import implicit_feedback as example
     finally:
         sys.path.pop(0)
-    scores, labels, users = example.main()
     names = ("popularity", "MAMLFactorizationRecommender")
+    scores, labels, users = example.main(only=names[1:])
     auc = {k: auc_score(labels, scores[k], users=users, threshold=1) for k in names}
     ndcg = {k: ndcg_at_k(labels, scores[k], users=users, k=10) for k in names}
     # Measured: AUC 0.771 against 0.758, nDCG@10 0.330 against 0.294.
