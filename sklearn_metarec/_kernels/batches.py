@@ -8,6 +8,7 @@ from ._jit import jit
 from .maths import _loss_terms, _scratch, _support_norm, _task_meta_grad, _terms_weight, unpack
 from .sampling import _build_task, _task_buffers
 
+
 @jit()
 def _zeros(shape):
     """``np.zeros(shape)``, outside any parallel region: in a parallel
@@ -295,7 +296,7 @@ def reptile_batch(
     for b in range(n_tasks):
         ends[b] = offsets[b] + n_sups[b]
     entries, starts, task_of, n_rows = _item_groups(t_items, offsets, ends, rows)
-    ones = _zeros(n_tasks)
+    ones = np.empty(n_tasks)  # np.ones would be a parallel region of its own
     for b in range(n_tasks):
         ones[b] = 1.0
     for r in prange(n_rows):

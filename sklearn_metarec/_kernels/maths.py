@@ -111,10 +111,16 @@ def _terms_weight(weights, lo, m, n_neg, pairwise):
 
 
 @jit()
-def _support_norm(weights, n_sup, inner):
-    """W̃_S = W_S + κ, the support loss's normalizer; 0 for an empty support."""
-    ws = _terms_weight(weights, 0, n_sup, inner.n_neg, inner.pairwise)
+def _with_prior(ws, inner):
+    """W̃_S = W_S + κ from the support's term weight W_S; 0 for an empty
+    support."""
     return ws + inner.kappa if ws > 0.0 else 0.0
+
+
+@jit()
+def _support_norm(weights, n_sup, inner):
+    """W̃_S, the support loss's normalizer, from the task's weights."""
+    return _with_prior(_terms_weight(weights, 0, n_sup, inner.n_neg, inner.pairwise), inner)
 
 
 @jit()
@@ -199,9 +205,9 @@ def _adapt(n_sup, items, ratings, weights, mu, bi, Q, inner, alpha, phi0, out):
     """``out`` ← φ_T adapted from ``phi0`` on the first ``n_sup`` entries
     of a task (serving's fold-in)."""
     X, cyw, ends, slopes, phis, vecs = _scratch(n_sup, phi0.shape[0], inner.n_steps)
-    nt, _ = _gather(0, n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, 0)
+    nt, w_s = _gather(0, n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, 0)
     phis[0, :] = phi0
-    _inner_loop(phis, nt, X, cyw, _support_norm(weights, n_sup, inner), alpha, inner, slopes, vecs[0])
+    _inner_loop(phis, nt, X, cyw, _with_prior(w_s, inner), alpha, inner, slopes, vecs[0])
     out[:] = phis[inner.n_steps]
 
 
@@ -224,8 +230,8 @@ def _task_meta_grad(
     d = phi0.shape[0]
     k = d - 1
     m = items.shape[0]
-    ns, _ = _gather(0, n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, 0)
-    ws = _support_norm(weights, n_sup, inner)
+    ns, w_s = _gather(0, n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, 0)
+    ws = _with_prior(w_s, inner)
     phis[0, :] = phi0
     _inner_loop(phis, ns, X, cyw, ws, alpha, inner, slopes, vecs[0])
 
