@@ -618,7 +618,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
     def _solve_users(self, indptr, items, ratings, weights, users, keys):
         out = np.empty((len(users), self.n_factors + 1))
         K.adapt_users(
-            indptr, items, ratings, weights, users, keys, getattr(self, "_serve_seed", 0),
+            indptr, items, ratings, weights, np.ascontiguousarray(users), np.ascontiguousarray(keys),
+            getattr(self, "_serve_seed", 0),
             self._theta, len(self._item_vocab), self._alpha(), self._inner_settings(), out,
         )
         return out

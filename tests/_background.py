@@ -1,7 +1,7 @@
 """Child processes that tests start at collection and collect later.
 
 Some tests run a slow child process: the bounds-checked kernels compile
-anew (about a minute and a half on 2 cores), and the fuzz drivers run
+anew (about a minute on 2 cores), and the fuzz drivers run
 hundreds of cases. Each is mostly one busy thread, while the rest of the
 suite leaves the second core idle, so ``conftest.py`` starts them, one at a
 time in the order listed, as soon as the tests are collected, and a test

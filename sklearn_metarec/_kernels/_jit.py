@@ -5,6 +5,12 @@ caches, so a kernel whose helper (in another module of this package)
 changed would load stale machine code. The cache of all kernels therefore
 sits in a folder named after a hash of every kernel module's source: any
 edit to any of them moves the whole cache to a fresh folder.
+
+With Numba's bounds checking on (``NUMBA_BOUNDSCHECK=1``) the parallel
+kernels compile serially: Numba drops bounds checks inside ``prange``
+bodies (numba/numba#9380), so a parallel kernel would check only the
+helpers it calls. Such kernels give the same results (no result depends on
+the thread count) and have a cache folder of their own.
 """
 
 import hashlib
@@ -16,8 +22,11 @@ import numba
 from numba.core import config
 
 
+CHECKED = bool(config.BOUNDSCHECK)
+
+
 def _cache_dir():
-    """``<base>/sklearn_metarec-kernels-<hash>``, with base the user's
+    """``<base>/sklearn_metarec-kernels-<hash>[-boundscheck]``, with base the user's
     ``NUMBA_CACHE_DIR`` if set, else the package's ``__pycache__``; None if
     no such folder can be written."""
     here = Path(__file__).parent
@@ -25,7 +34,8 @@ def _cache_dir():
     for path in sorted(here.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     base = Path(config.CACHE_DIR) if config.CACHE_DIR else here / "__pycache__"
-    folder = base / f"sklearn_metarec-kernels-{digest.hexdigest()[:16]}"
+    checked = "-boundscheck" if CHECKED else ""
+    folder = base / f"sklearn_metarec-kernels-{digest.hexdigest()[:16]}{checked}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -66,7 +76,7 @@ def jit(parallel=False, fastmath=False):
     dot products)."""
 
     def decorate(func):
-        options = dict(parallel=parallel, nogil=True, fastmath=set(fastmath) if fastmath else False)
+        options = dict(parallel=parallel and not CHECKED, nogil=True, fastmath=set(fastmath) if fastmath else False)
         if _CACHE_DIR is None:
             return numba.njit(cache=False, **options)(func)
         # Numba's locators read CACHE_DIR when a function is decorated.

@@ -141,7 +141,8 @@ def meta_batch_grad(
     for ch in prange(n_chunks):
         first = ch * TASKS_PER_CHUNK
         last = min(n_tasks, first + TASKS_PER_CHUNK)
-        longest = 0
+        # Not 0: while typing, a literal 0 here compiled _scratch for it.
+        longest = offsets[first + 1] - offsets[first]
         for b in range(first, last):
             longest = max(longest, offsets[b + 1] - offsets[b])
         work = _scratch(longest, d, n_steps)

@@ -120,7 +120,7 @@ def _with_prior(ws, inner):
 @jit()
 def _support_norm(weights, n_sup, inner):
     """W̃_S, the support loss's normalizer, from the task's weights."""
-    return _with_prior(_terms_weight(weights, 0, n_sup, inner.n_neg, inner.pairwise), inner)
+    return _with_prior(_terms_weight(weights, np.int64(0), n_sup, inner.n_neg, inner.pairwise), inner)
 
 
 @jit()
@@ -205,7 +205,8 @@ def _adapt(n_sup, items, ratings, weights, mu, bi, Q, inner, alpha, phi0, out):
     """``out`` ← φ_T adapted from ``phi0`` on the first ``n_sup`` entries
     of a task (serving's fold-in)."""
     X, cyw, ends, slopes, phis, vecs = _scratch(n_sup, phi0.shape[0], inner.n_steps)
-    nt, w_s = _gather(0, n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, 0)
+    zero = np.int64(0)  # a literal 0 would compile a specialization of its own
+    nt, w_s = _gather(zero, n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, zero)
     phis[0, :] = phi0
     _inner_loop(phis, nt, X, cyw, _with_prior(w_s, inner), alpha, inner, slopes, vecs[0])
     out[:] = phis[inner.n_steps]
@@ -230,7 +231,8 @@ def _task_meta_grad(
     d = phi0.shape[0]
     k = d - 1
     m = items.shape[0]
-    ns, w_s = _gather(0, n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, 0)
+    zero = np.int64(0)  # a literal 0 would compile a specialization of its own
+    ns, w_s = _gather(zero, n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, zero)
     ws = _with_prior(w_s, inner)
     phis[0, :] = phi0
     _inner_loop(phis, ns, X, cyw, ws, alpha, inner, slopes, vecs[0])

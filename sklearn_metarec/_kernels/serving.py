@@ -207,16 +207,17 @@ def top_n(user_codes, user_table, theta, n_items, d, candidates, candidate_pos,
                 if c >= 0:
                     scores[c] = -np.inf
         heap = np.arange(n)
+        root = np.int64(0)  # a literal 0 would compile _sift_down for it
         for r in range(n // 2 - 1, -1, -1):
             _sift_down(heap, scores, n, r)
         for c in range(n, m):
             if _worse(scores[heap[0]], heap[0], scores[c], c):
                 heap[0] = c
-                _sift_down(heap, scores, n, 0)
+                _sift_down(heap, scores, n, root)
         # Pop the worst to the back: the heap ends sorted best first.
         for last in range(n - 1, 0, -1):
             heap[0], heap[last] = heap[last], heap[0]
-            _sift_down(heap, scores, last, 0)
+            _sift_down(heap, scores, last, root)
         for r in range(n):
             out_pos[b, r] = heap[r]
             out_scores[b, r] = scores[heap[r]]
