@@ -82,3 +82,51 @@ def outcome(request, module, name, folder):
         if result is not None:
             return (*result, runner.folder)
     return (*run(*module.BACKGROUND(folder)[name]), folder)
+
+
+# Kernels the suite first needs a minute or more into a run, compiled by a
+# child into the package's kernel cache while the suite compiles the
+# others: on a cold cache each process would otherwise compile them in
+# turn. Numba writes cache entries atomically; a kernel the suite reaches
+# first is simply compiled twice.
+PREWARM = r"""
+import numpy as np
+import sklearn_metarec as smr
+from sklearn_metarec.datasets import make_ratings
+
+X, y = make_ratings(n_users=30, n_items=15, mean_ratings=6, min_ratings=3, random_state=0)
+new = np.column_stack([np.repeat([10**6], 3), X[:3, 1]])
+for model, target in [(smr.ReptileFactorizationRecommender(n_factors=3, n_epochs=1), y),
+                      (smr.FactorizationRecommender(n_factors=3, n_epochs=1), y),
+                      (smr.FactorizationRecommender(n_factors=3, n_epochs=1, loss="logistic"), None)]:
+    model.fit(X if target is not None else X[y >= 4], target)
+    model.fold_in(new, None if target is None else target[:3])
+"""
+PREWARMED = ("reptile_batch", "adapt_users", "ridge_users", "logistic_users")
+
+
+def prewarm_jobs():
+    """``{"kernels": job}`` when the package's kernel cache holds none of
+    ``PREWARMED`` yet, else nothing."""
+    import sys
+    from pathlib import Path
+
+    from sklearn_metarec._kernels import _jit
+
+    if _jit._CACHE_DIR is None or any(Path(_jit._CACHE_DIR).rglob("*reptile_batch*.nbi")):
+        return {}
+    return {"kernels": ([sys.executable, "-c", PREWARM], None, 600)}
+
+
+def prewarm_report():
+    """How many of ``PREWARMED`` this process loaded from the cache rather
+    than compiled (None if it used none of them)."""
+    from sklearn_metarec import _kernels
+
+    used = loaded = 0
+    for name in PREWARMED:
+        stats = getattr(_kernels, name).stats
+        if stats.cache_hits or stats.cache_misses:
+            used += 1
+            loaded += not stats.cache_misses
+    return (loaded, used) if used else None

@@ -5,7 +5,7 @@ import tempfile
 
 import pytest
 
-from ._background import RUNNER, Runner
+from ._background import RUNNER, Runner, prewarm_jobs, prewarm_report
 
 FOLDER = pytest.StashKey()
 
@@ -28,7 +28,7 @@ def pytest_collection_finish(session):
             modules[module.__name__] = module
     if modules:
         folder = tempfile.TemporaryDirectory(prefix="sklearn-metarec-tests-")
-        jobs = {}
+        jobs = prewarm_jobs()
         for name in sorted(modules):  # test_boundscheck before test_fuzz
             jobs.update(modules[name].BACKGROUND(folder.name))
         session.config.stash[RUNNER] = Runner(jobs, folder.name)
@@ -41,6 +41,9 @@ def pytest_terminal_summary(terminalreporter, config):
     if runner is not None and runner.seconds:
         times = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in runner.seconds.items())
         terminalreporter.write_line(f"background children ({sum(runner.seconds.values()):.0f} s in all): {times}")
+    if runner is not None and "kernels" in runner.jobs and prewarm_report() is not None:
+        loaded, used = prewarm_report()
+        terminalreporter.write_line(f"prewarmed kernels: {loaded} of the {used} used here loaded from the cache")
 
 
 def pytest_unconfigure(config):
