@@ -11,6 +11,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ._base import DivergenceError
 from ._data import ContextColumnsIgnoredWarning
+from ._features import FeatureTable
 from .baseline import EmpiricalBayesRecommender
 from .factorization import FactorizationRecommender
 from .maml import MAMLFactorizationRecommender
@@ -25,6 +26,7 @@ __all__ = [
     "DivergenceError",
     "EmpiricalBayesRecommender",
     "FactorizationRecommender",
+    "FeatureTable",
     "MAMLFactorizationRecommender",
     "MetaSGDFactorizationRecommender",
     "ReptileFactorizationRecommender",

@@ -426,7 +426,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
 
     def _start(self, rng):
         for name in ("_theta", "_user_buf", "_adam_m", "_adam_v", "_adam_v_items", "_adam_row_steps",
-                     "loss_curve_"):
+                     "loss_curve_", "_item_table", "_item_F", "_feat", "_feat_m", "_feat_v"):
             self.__dict__.pop(name, None)  # a refit starts from scratch
         self._rng = rng
         self._structure = self._structural_params()
@@ -474,6 +474,8 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             zeros = np.zeros((n_new_items, d - 1))
             self._adam_m = _grow_items(self._adam_m, n_items_old, d, zeros)
             self._adam_row_steps = np.r_[self._adam_row_steps, np.zeros(n_new_items, dtype=np.int64)]
+            if getattr(self, "_item_F", None) is not None:
+                self._grow_item_features(n_items_old)
         n_users = len(self._user_vocab)
         if n_users > len(self._user_buf):
             # Capacity doubles, so that folding in users one at a time costs
@@ -526,7 +528,9 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
 
         A known user uses its fitted parameters; an unknown user gets the
         population prior (``user_bias_prior_``, ``user_factors_prior_``); an
-        unknown item contributes no bias and no factors. A row's prediction
+        unknown item contributes no bias and no factors, unless the model was
+        fitted with ``item_features`` that list it: it is then scored by its
+        features alone. A row's prediction
         never depends on the other rows passed with it.
 
         Parameters
@@ -543,10 +547,10 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         users, items = self._check_X(X, reset=False)
         u = self._user_vocab.lookup(users)
-        i = self._item_vocab.lookup(items)
+        i, theta, n_items = self._serving_items(items, self._item_vocab.lookup(items))
         out = np.empty(len(u))
         with numba_threads(self.n_jobs, len(u) * self._users.shape[1]):
-            K.predict(u, i, self._users, self._theta, len(self._item_vocab), self._users.shape[1], out)
+            K.predict(u, i, self._users, theta, n_items, self._users.shape[1], out)
         return expit(out) if self._logistic else out
 
     @serialized(in_place=False)
@@ -604,7 +608,8 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             ``fold_in``.
         items : array-like of shape (n_candidates,), default=None
             Candidate item ids; all known items when None. An unknown
-            candidate is scored as ``predict`` scores an unknown item.
+            candidate is scored as ``predict`` scores an unknown item (by its
+            features, if ``item_features`` list it).
 
         Returns
         -------
@@ -646,16 +651,22 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             known = candidates[candidates >= 0]
             if len(np.unique(known)) < len(known):
                 raise ValueError("items holds the same item id more than once.")
-        pos, scores = self._top_n(self._user_vocab.lookup(users), int(n), exclude_seen, candidates)
+        theta, n_items = None, None
+        if candidates is not None:
+            candidates, theta, n_items = self._serving_items(candidate_ids, candidates)
+        pos, scores = self._top_n(self._user_vocab.lookup(users), int(n), exclude_seen, candidates, theta, n_items)
         if self._logistic:  # −∞ stays the mark of an excluded item
             scores = np.where(np.isneginf(scores), -np.inf, expit(scores))
         ids = candidate_ids[pos]
         return (ids[0], scores[0]) if single else (ids, scores)
 
-    def _top_n(self, user_codes, n, exclude_seen, candidates=None):
+    def _top_n(self, user_codes, n, exclude_seen, candidates=None, theta=None, n_items=None):
         """Positions in ``candidates`` (item codes; all items when None) of
-        each user's top ``min(n, len(candidates))``, and their scores."""
-        n_items = len(self._item_vocab)
+        each user's top ``min(n, len(candidates))``, and their scores.
+        ``theta`` and ``n_items``: the parameters to score with, when
+        ``_serving_items`` extended them."""
+        if theta is None:
+            theta, n_items = self._theta, len(self._item_vocab)
         if candidates is None:
             candidates = np.arange(n_items, dtype=np.int64)
         candidate_pos = np.full(n_items, -1, dtype=np.int64)
@@ -671,9 +682,66 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         pos = np.empty((len(user_codes), n_out), dtype=np.int64)
         scores = np.empty((len(user_codes), n_out))
         with numba_threads(self.n_jobs, len(user_codes) * len(candidates) * self._users.shape[1]):
-            K.top_n(user_codes, self._users, self._theta, n_items, self._users.shape[1],
+            K.top_n(user_codes, self._users, theta, n_items, self._users.shape[1],
                     candidates, candidate_pos, indptr, seen, seen_rows, bool(exclude_seen), n_out, pos, scores)
         return pos, scores
+
+    # ------------------------------------------------------------------
+    # Item features: an item's (b_i, q_i) is its own part plus the sum of
+    # its features' parts, F_i·(c, E). ``_theta`` holds the sums, which is
+    # all that the kernels and serving read; the item's own part is
+    # ``_theta``'s row minus F_i·(c, E), so it is never stored.
+
+    def _attach_item_features(self, table):
+        """Start the feature parts (c, E) at zero for the fitted items."""
+        self._item_table = table
+        self._item_F = table.rows(self.item_ids_)[0]
+        self._feat = np.zeros((table.matrix.shape[1], self.n_factors + 1))
+        self._feat[:, 1:] = self._rng.normal(0.0, self.init_std, (len(self._feat), self.n_factors))
+        self._feat_m = np.zeros_like(self._feat)
+        self._feat_v = np.zeros_like(self._feat)
+        # Items with features start from them alone, their own factors at
+        # zero: what the items share is then learned first, and an item's
+        # own part only what its ratings add.
+        _, _, Q = self._unpacked()
+        has = np.diff(self._item_F.indptr) > 0
+        Q[has] = np.asarray(self._item_F[has] @ self._feat[:, 1:])
+
+    def _feature_rows(self, F):
+        """(b, Q) of items with feature rows ``F`` from the features alone."""
+        part = np.asarray(F @ self._feat)
+        return part[:, 0], part[:, 1:]
+
+    def _grow_item_features(self, n_items_old):
+        """Give the items added since ``n_items_old`` their feature rows and
+        add the features' part to their parameters."""
+        import scipy.sparse as sp
+
+        F_new = self._item_table.rows(self.item_ids_[n_items_old:])[0]
+        self._item_F = sp.vstack([self._item_F, F_new], format="csr")
+        _, bi, Q = self._unpacked()
+        b_new, q_new = self._feature_rows(F_new)
+        bi[n_items_old:] += b_new
+        Q[n_items_old:] += q_new
+
+    def _serving_items(self, item_ids, codes):
+        """(codes, theta, n_items) to score ``item_ids`` with: unknown items
+        that the feature table lists get rows of their own, appended to a
+        copy of the parameters, from their features alone."""
+        n_items = len(self._item_vocab)
+        if getattr(self, "_item_F", None) is None or (codes >= 0).all():
+            return codes, self._theta, n_items
+        unknown = np.flatnonzero(codes < 0)
+        F, found = self._item_table.rows(np.asarray(item_ids)[unknown])
+        if not found.any():
+            return codes, self._theta, n_items
+        d = self.n_factors + 1
+        b_new, q_new = self._feature_rows(F[found])
+        theta = np.concatenate([self._theta[: 1 + d + n_items], b_new, self._theta[1 + d + n_items :],
+                                q_new.ravel()])
+        codes = codes.copy()
+        codes[unknown[found]] = n_items + np.arange(found.sum())
+        return codes, theta, n_items + int(found.sum())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

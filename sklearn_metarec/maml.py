@@ -10,6 +10,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from . import _kernels as K
 from ._base import (MAX_FACTORS, MAX_INNER_STEPS, MAX_NEGATIVES, BaseFactorizationRecommender, DivergenceError,
                     numba_threads, serialized)
+from ._features import check_features
 from .baseline import shrinkage_strengths
 
 
@@ -339,7 +340,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         _check_n_support(self.n_support)
 
     @serialized
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, item_features=None):
         """Meta-train on all users, then adapt every known user.
 
         Parameters
@@ -354,14 +355,24 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             every row is then a positive.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each rating in the support and query losses.
+        item_features : FeatureTable or DataFrame, default=None
+            Side features of items, one row per raw item id (see
+            :class:`FeatureTable`; wrap a DataFrame in it inside
+            ``GridSearchCV``). Each feature gets a bias and a factor vector,
+            meta-trained with the rest; an item's parameters are its own
+            plus the sum of its features', so an item that no rating
+            reached, listed here, is scored from its features alone.
 
         Returns
         -------
         self : object
             Fitted estimator.
         """
+        table = self._check_features(item_features)
         users, items, y, w = self._prepare(X, y, sample_weight, reset=True)
         touched, _, _ = self._add_ratings(users, items, y, w, new_items="random")
+        if table is not None:
+            self._attach_item_features(table)
         held = None
         if self.early_stopping:
             n_held = int(round(self.validation_fraction * len(touched)))
@@ -378,7 +389,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         return self
 
     @serialized
-    def partial_fit(self, X, y=None, sample_weight=None):
+    def partial_fit(self, X, y=None, sample_weight=None, *, item_features=None):
         """Add ratings and meta-train online on the users they touch.
 
         The first call on an unfitted estimator initializes it, exactly as
@@ -396,14 +407,28 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             Ratings, or labels, as in :meth:`fit`.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each rating.
+        item_features : FeatureTable or DataFrame, default=None
+            As in :meth:`fit`. On a fitted model it replaces the table that
+            new items take their features from (the known items keep
+            theirs) and must have the same features.
 
         Returns
         -------
         self : object
             The updated estimator.
         """
-        users, items, y, w = self._prepare(X, y, sample_weight, reset=not hasattr(self, "_theta"))
+        table = self._check_features(item_features)
+        reset = not hasattr(self, "_theta")
+        if table is not None and not reset and getattr(self, "_item_table", None) is not None \
+                and table.names != self._item_table.names:
+            raise ValueError("item_features must have the features the model was fitted with: "
+                             f"{self._item_table.names[:5]}...; got {table.names[:5]}...")
+        users, items, y, w = self._prepare(X, y, sample_weight, reset=reset)
+        if table is not None and getattr(self, "_item_F", None) is not None:
+            self._item_table = table  # before new items join, so that they use it
         touched, _, _ = self._add_ratings(users, items, y, w, new_items="random")
+        if table is not None and getattr(self, "_item_F", None) is None:
+            self._attach_item_features(table)
         self._train(touched, 1)
         self._refresh_users(touched)
         return self
@@ -437,6 +462,14 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
 
     # Meta-SGD (a subclass) learns the inner step sizes and L2 strength too.
     _learns_hyper = False
+    # Reptile (a subclass) has no chain rule into item features yet.
+    _takes_item_features = True
+
+    def _check_features(self, item_features):
+        if item_features is not None and not self._takes_item_features:
+            raise TypeError(f"{type(self).__name__} does not take item_features yet; "
+                            "MAMLFactorizationRecommender and MetaSGDFactorizationRecommender do.")
+        return check_features(item_features)
 
     def _learns_prior_factors(self):
         if self.prior_factors == "auto":
@@ -557,7 +590,29 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
 
     def _snapshot(self):
         """Copies of what early stopping restores: the learned parameters."""
-        return {"_theta": self._theta.copy()}
+        snapshot = {"_theta": self._theta.copy()}
+        if getattr(self, "_item_F", None) is not None:
+            snapshot["_feat"] = self._feat.copy()
+        return snapshot
+
+    def _feature_grad(self, grad, rows):
+        """∂loss/∂(c, E), the features' parts, from a batch's gradient:
+        the chain rule through b_i = own + F_i·c and q_i = own + F_i·E
+        (``rows``: the items the batch touched; other rows are zero)."""
+        n_items = len(self._item_vocab)
+        _, g_b, g_Q = K.unpack(grad, n_items, self.n_factors + 1)
+        G = np.column_stack([g_b[rows], g_Q[rows]])
+        return np.asarray(self._item_F[rows].T @ G)
+
+    def _feature_step(self, g_feat):
+        """Adam on (c, E), then every item's parameters follow."""
+        old = self._feat.copy()
+        K.adam_step(self._feat.reshape(-1), np.ascontiguousarray(g_feat).reshape(-1), self._feat_m.reshape(-1),
+                    self._feat_v.reshape(-1), self._adam_step, float(self.meta_lr))
+        part = np.asarray(self._item_F @ (self._feat - old))
+        _, bi, Q = self._unpacked()
+        bi += part[:, 0]
+        Q += part[:, 1:]
 
     def _restore(self, snapshot):
         for name, value in snapshot.items():
@@ -611,6 +666,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
                 K.adam_rows(self._theta, grad, self._adam_m, self._adam_v, self._adam_v_items,
                             self._adam_step, float(self.meta_lr), n_items, d, rows, n_rows,
                             self._adam_row_steps)
+                if getattr(self, "_item_F", None) is not None:
+                    self._feature_step(self._feature_grad(grad, rows[:n_rows]))
             if together or held_out:
                 self._hyper_step(grad_hyper)
         return np.array(losses or held_losses)

@@ -14,8 +14,10 @@ import json
 import zipfile
 
 import numpy as np
+import scipy.sparse as sp
 
 from ._data import RatingLog, Vocabulary
+from ._features import FeatureTable
 from .baseline import EmpiricalBayesRecommender
 from .factorization import FactorizationRecommender
 from .maml import MAMLFactorizationRecommender
@@ -66,6 +68,12 @@ class _Encoder:
             return {"t": "log", "coo": self(tuple(v.coo()) if len(v) else None, where)}
         if isinstance(v, np.random.RandomState):
             return {"t": "rng", "state": self(v.get_state(), where)}
+        if sp.issparse(v):
+            v = v.tocsr()
+            return {"t": "csr", "shape": list(v.shape), "parts": self((v.data, v.indices, v.indptr), where)}
+        if isinstance(v, FeatureTable):
+            return {"t": "features", "ids": self(v.ids, where), "matrix": self(v.matrix, where),
+                    "names": self(list(v.names), where)}
         raise TypeError(
             f"{where} holds a {type(v).__name__}, which the safe format cannot store; "
             "use pickle or joblib for this estimator (and load such files only from trusted sources)."
@@ -182,6 +190,17 @@ class _Decoder:
             rng = np.random.RandomState()
             rng.set_state(self(node["state"]))
             return rng
+        if t == "csr":
+            data, indices, indptr = self(node["parts"])
+            # The constructor checks that the indices and pointers are in range.
+            return sp.csr_matrix((data, indices, indptr), shape=tuple(int(n) for n in node["shape"]))
+        if t == "features":
+            table = FeatureTable(self(node["matrix"]), ids=self(node["ids"]))
+            names = self(node["names"])
+            if not isinstance(names, list) or len(names) != table.matrix.shape[1]:
+                raise ValueError("the feature table's names do not match its columns")
+            table.names = [str(name) for name in names]
+            return table
         raise ValueError(f"unknown entry type {t!r}")
 
 
@@ -269,6 +288,16 @@ def _check_loaded(est):
             fail(f"{key} should have shape {shape}")
     if "_hyper" in vars(est) and np.shape(est._hyper) != (d + 1,):
         fail(f"_hyper should have shape ({d + 1},)")
+    if vars(est).get("_item_F") is not None:
+        feat, F, table = vars(est).get("_feat"), est._item_F, vars(est).get("_item_table")
+        if not (isinstance(feat, np.ndarray) and feat.ndim == 2 and feat.shape[1] == d and sp.issparse(F)
+                and F.shape == (n_items, len(feat)) and isinstance(table, FeatureTable)
+                and table.matrix.shape[1] == len(feat)):
+            fail(f"the item features should be a table, a ({n_items}, n_features) matrix and (n_features, {d}) "
+                 "parameters")
+        for key in ("_feat_m", "_feat_v"):
+            if np.shape(vars(est).get(key)) != feat.shape:
+                fail(f"{key} should have shape {feat.shape}")
     if len(est._log):
         users, items, ratings, weights = est._log.coo()
         if users.min() < 0 or users.max() >= n_users or items.min() < 0 or items.max() >= n_items:

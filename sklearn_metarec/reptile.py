@@ -150,6 +150,8 @@ n_iter_, n_features_in_, feature_names_in_
     def _resolve_item_shrinkage(self):
         pass  # Reptile's step has no item prior
 
+    _takes_item_features = False
+
     def _meta_epoch(self, indptr, items, ratings, weights, order, lo, hi, seed):
         """One pass over ``order`` in meta-batches: one kernel call for the
         Reptile direction of each batch, then the interpolation step."""

@@ -1,0 +1,255 @@
+"""Item side features: the table, the meta-gradient of the features' parts,
+cold items scored from their features, and the estimator contract with
+features (transactions, persistence, model selection)."""
+
+import io
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from sklearn.model_selection import KFold, cross_validate
+
+import sklearn_metarec as smr
+from sklearn_metarec import _kernels as K
+from sklearn_metarec.maml import support_bounds
+from sklearn_metarec.datasets import make_ratings
+
+
+def genre_data(n_users=300, n_items=100, n_genres=4, n_new=30, seed=0):
+    """Ratings driven by each user's favourite genre (+1.5) and a popular
+    genre (+0.5); the last ``n_new`` items are never rated in training."""
+    rng = np.random.default_rng(seed)
+    genre = rng.integers(0, n_genres, n_items)
+    taste = rng.integers(0, n_genres, n_users)
+    users = np.repeat(np.arange(n_users), 25)
+    items = np.concatenate([rng.choice(n_items, 25, replace=False) for _ in range(n_users)])
+    y = 3 + 1.5 * (genre[items] == taste[users]) + 0.5 * (genre[items] == 0) + rng.normal(0, 0.5, len(users))
+    X = np.column_stack([users, items])
+    new = np.arange(n_items - n_new, n_items)
+    table = smr.FeatureTable(pd.DataFrame({"genre": [f"g{g}" for g in genre]}, index=np.arange(n_items)))
+    return X, y, new, table, genre, taste
+
+
+def small_table(n_items=25, n_genres=3):
+    frame = pd.DataFrame({"genre": [f"g{i % n_genres}" for i in range(n_items)],
+                          "old": np.arange(n_items) % 2 == 0}, index=np.arange(n_items))
+    return smr.FeatureTable(frame)
+
+
+# ----------------------------------------------------------------------
+# The table
+
+
+def test_feature_table_reads_a_frame():
+    frame = pd.DataFrame({"genre": pd.Categorical(["b", "a", "b"]), "year": [0.5, 0.25, 1.0], "new": [True, False, False]},
+                         index=["z", "x", "y"])
+    table = smr.FeatureTable(frame)
+    assert table.names == ["genre=a", "genre=b", "year", "new"]
+    assert list(table.ids) == ["x", "y", "z"]  # rows in id order
+    np.testing.assert_array_equal(table.matrix.toarray(), [[1, 0, 0.25, 0], [0, 1, 1.0, 0], [0, 1, 0.5, 1]])
+    rows, found = table.rows(np.array(["y", "nope", "x"], dtype=object))
+    np.testing.assert_array_equal(found, [True, False, True])
+    np.testing.assert_array_equal(rows.toarray(), [[0, 1, 1.0, 0], [0, 0, 0, 0], [1, 0, 0.25, 0]])
+
+
+def test_feature_table_reads_arrays_and_sparse_matrices():
+    dense = smr.FeatureTable(np.array([[1.0, 0.0], [0.0, 2.0]]), ids=[7, 3])
+    sparse = smr.FeatureTable(sp.csr_matrix([[1.0, 0.0], [0.0, 2.0]]), ids=[7, 3])
+    for table in (dense, sparse):
+        np.testing.assert_array_equal(table.ids, [3, 7])
+        np.testing.assert_array_equal(table.matrix.toarray(), [[0, 2], [1, 0]])
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: pd.DataFrame({"a": [1.0, np.nan]}), ValueError, "NaN"),
+    (lambda: pd.DataFrame({"a": ["x", None]}), ValueError, "missing"),
+    (lambda: pd.DataFrame({"a": [1, 2]}, index=[5, 5]), ValueError, "more than once"),
+    (lambda: pd.DataFrame({"a": pd.to_datetime(["2020-01-01", "2020-01-02"])}), TypeError, "dtype"),
+    (lambda: pd.DataFrame(index=[1, 2]), ValueError, "no columns"),
+    (lambda: np.ones((2, 2)), TypeError, "ids="),
+    (lambda: 3, TypeError, "DataFrame or a FeatureTable"),
+])
+def test_bad_feature_tables_are_refused(make, error, match):
+    X, y = make_ratings(n_users=20, n_items=10, random_state=0)
+    with pytest.raises(error, match=match):
+        smr.MAMLFactorizationRecommender(n_epochs=1).fit(X, y, item_features=make())
+
+
+def test_feature_table_refuses_infinite_values_and_id_mismatch():
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        smr.FeatureTable(sp.csr_matrix([[np.inf]]), ids=[1])
+    with pytest.raises(ValueError, match="ids"):
+        smr.FeatureTable(np.ones((2, 1)), ids=[1, 2, 3])
+
+
+# ----------------------------------------------------------------------
+# The meta-gradient of the features' parts
+
+
+@pytest.mark.parametrize("n_steps", [1, 2, 3])
+@pytest.mark.parametrize("loss", ["squared", "logistic", "bpr"])
+def test_feature_meta_gradient_matches_finite_differences(loss, n_steps):
+    X, y = make_ratings(n_users=30, n_items=20, mean_ratings=8, min_ratings=5, random_state=1)
+    if loss == "logistic":
+        y = (y >= 4).astype(float)
+    elif loss == "bpr":
+        X, y = X[y >= 3], None
+    model = smr.MAMLFactorizationRecommender(n_factors=3, n_inner_steps=n_steps, loss=loss, n_negatives=2,
+                                             inner_lr=0.5, n_epochs=1, random_state=0)
+    model.fit(X, y, item_features=small_table())
+    model._feat = np.random.default_rng(2).normal(0.0, 0.3, model._feat.shape)  # away from the start
+    n_items, d = len(model._item_vocab), model.n_factors + 1
+    indptr, items, ratings, weights = model._log.csr(len(model._user_vocab))
+    lo, hi = support_bounds(model.n_support, np.diff(indptr))
+    batch = np.arange(8, dtype=np.int64)
+    counts = (indptr[batch + 1] - indptr[batch]) * (1 + model._n_neg())
+    offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
+    item_reg = model._item_reg(items, weights)
+    outer = K.outer_settings(first_order=False, hyper=False, per_rating=True)
+    own = model._theta.copy()  # the items' own parts: theta is own + F·(c, E)
+
+    def loss_and_grad(feat):
+        theta = own.copy()
+        _, bi, Q = K.unpack(theta, n_items, d)
+        part = np.asarray(model._item_F @ feat)
+        bi += part[:, 0]
+        Q += part[:, 1:]
+        grad = np.zeros_like(theta)
+        rows = np.empty(n_items, dtype=np.int64)
+        value, n_rows = K.meta_batch_grad(indptr, items, ratings, weights, batch, lo, hi, 7, offsets, theta, n_items,
+                                          model._alpha(), item_reg, model._inner_settings(), outer, grad,
+                                          np.empty(d + 1), rows)
+        return value, model._feature_grad(grad, rows[:n_rows])
+
+    feat = model._feat.copy()
+    _, analytic = loss_and_grad(feat)
+    numeric = np.empty_like(feat)
+    eps = 1e-6
+    for index in np.ndindex(feat.shape):
+        up, down = feat.copy(), feat.copy()
+        up[index] += eps
+        down[index] -= eps
+        numeric[index] = (loss_and_grad(up)[0] - loss_and_grad(down)[0]) / (2 * eps)
+    assert np.abs(analytic).max() > 1e-3  # the features do move the loss
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
+
+
+# ----------------------------------------------------------------------
+# Cold items
+
+
+@pytest.mark.parametrize("cls", [smr.MAMLFactorizationRecommender, smr.MetaSGDFactorizationRecommender])
+def test_features_recover_planted_genre_tastes_for_new_items(cls):
+    X, y, new, table, genre, taste = genre_data()
+    train = ~np.isin(X[:, 1], new)
+    results = {}
+    for name, features in [("ids", None), ("features", table)]:
+        model = cls(inner_lr=1.0, n_epochs=15, random_state=0).fit(X[train], y[train], item_features=features)
+        rmse = np.sqrt(np.mean((model.predict(X[~train]) - y[~train]) ** 2))
+        ids, scores = model.recommend(np.arange(50), n=5, items=new)
+        in_genre = np.mean(genre[ids] == taste[:50, None])
+        results[name] = rmse, in_genre
+        if features is not None:  # the lists score as predict does
+            pairs = np.column_stack([np.repeat(np.arange(50), 5), ids.ravel()])
+            np.testing.assert_allclose(model.predict(pairs), scores.ravel(), rtol=1e-12)
+    # Chance is 1/4 of the new items in the user's genre; without features
+    # new items all score alike.
+    assert results["features"][0] < results["ids"][0] - 0.1, results
+    assert results["features"][1] > 0.5, results
+
+
+def test_new_items_score_from_their_features_alone():
+    X, y = make_ratings(n_users=30, n_items=20, random_state=0)
+    table = small_table(25)  # items 20..24 are never rated
+    model = smr.MAMLFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0).fit(X, y, item_features=table)
+    F, _ = table.rows(np.array([22]))
+    part = np.asarray(F @ model._feat)[0]
+    phi = model.user_factors_[0]
+    expected = model.global_mean_ + model.user_biases_[0] + part[0] + phi @ part[1:]
+    np.testing.assert_allclose(model.predict([[X[0, 0], 22]]), [expected], rtol=1e-12)
+    # An item the table does not list still gets no item parameters.
+    np.testing.assert_allclose(model.predict([[X[0, 0], 999]]), [model.global_mean_ + model.user_biases_[0]],
+                               rtol=1e-12)
+    # Folded in, a new item joins with its features' parameters and no own part.
+    model.fold_in([[10**6, 22], [10**6, 3]], [4.0, 2.0])
+    row = list(model.item_ids_).index(22)
+    np.testing.assert_allclose(model.item_factors_[row], part[1:], rtol=1e-12)
+    np.testing.assert_allclose(model.item_biases_[row], part[0], rtol=1e-12)
+    # Trained on with partial_fit, it adds an own part of its own.
+    model.partial_fit([[10**6, 23], [5, 23]], [5.0, 4.0])
+    row = list(model.item_ids_).index(23)
+    own = model.item_factors_[row] - np.asarray(table.rows(np.array([23]))[0] @ model._feat)[0, 1:]
+    assert np.abs(own).max() > 0
+
+
+# ----------------------------------------------------------------------
+# The estimator contract with features
+
+
+def test_a_failing_call_with_features_changes_nothing():
+    X, y = make_ratings(n_users=30, n_items=20, random_state=0)
+    model = smr.MAMLFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0)
+    model.fit(X, y, item_features=small_table())
+    probe = np.array([[0, 1], [3, 22], [999, 24]])
+    before, saved = model.predict(probe), pickle.dumps(model)
+    with pytest.raises(ValueError, match="NaN"):
+        model.fit(X, y, item_features=pd.DataFrame({"a": [np.nan]}, index=[1]))
+    other = smr.FeatureTable(pd.DataFrame({"colour": ["red"] * 25}, index=np.arange(25)))
+    with pytest.raises(ValueError, match="features the model was fitted with"):
+        model.partial_fit(X[:5], y[:5], item_features=other)
+    np.testing.assert_array_equal(model.predict(probe), before)
+    assert pickle.dumps(model) == saved
+
+
+def test_models_with_features_save_and_load_to_identical_predictions():
+    X, y = make_ratings(n_users=30, n_items=20, random_state=0)
+    model = smr.MetaSGDFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0)
+    model.fit(X, y, item_features=small_table())
+    probe = np.array([[0, 1], [3, 22], [999, 24]])
+    buffer = io.BytesIO()
+    smr.save_model(model, buffer)
+    buffer.seek(0)
+    for loaded in (smr.load_model(buffer), pickle.loads(pickle.dumps(model))):
+        np.testing.assert_array_equal(loaded.predict(probe), model.predict(probe))
+        np.testing.assert_array_equal(loaded.recommend([0, 3], items=np.arange(25))[0],
+                                      model.recommend([0, 3], items=np.arange(25))[0])
+
+
+def test_same_random_state_same_model_with_features():
+    X, y = make_ratings(n_users=30, n_items=20, random_state=0)
+    fits = [smr.MAMLFactorizationRecommender(n_factors=3, n_epochs=2, random_state=4).fit(
+        X, y, item_features=small_table()) for _ in range(2)]
+    probe = np.array([[0, 1], [3, 22]])
+    np.testing.assert_array_equal(fits[0].predict(probe), fits[1].predict(probe))
+
+
+def test_early_stopping_keeps_the_best_features():
+    X, y = make_ratings(n_users=60, n_items=20, random_state=0)
+    model = smr.MAMLFactorizationRecommender(n_factors=3, n_epochs=6, early_stopping=True, n_iter_no_change=2,
+                                             random_state=0).fit(X, y, item_features=small_table())
+    assert model.best_iteration_ >= 1 and np.isfinite(model.predict([[0, 22]])).all()
+
+
+def test_a_wrapped_table_reaches_every_fold_whole():
+    # scikit-learn cuts a fit parameter with as many rows as X into the
+    # folds' rows; the wrapper is not array-like and passes whole.
+    X, y = make_ratings(n_users=30, n_items=20, random_state=0)
+    ids = np.arange(len(X))  # a table of exactly len(X) rows
+    frame = pd.DataFrame({"genre": [f"g{i % 3}" for i in ids]}, index=ids)
+    model = smr.MAMLFactorizationRecommender(n_factors=3, n_epochs=1, random_state=0)
+    cv = KFold(2, shuffle=True, random_state=0)
+    wrapped = cross_validate(model, X, y, cv=cv, params={"item_features": smr.FeatureTable(frame)},
+                             return_estimator=True)
+    assert all(est._item_table.matrix.shape[0] == len(X) for est in wrapped["estimator"])
+    bare = cross_validate(model, X, y, cv=cv, params={"item_features": frame}, return_estimator=True)
+    assert all(est._item_table.matrix.shape[0] < len(X) for est in bare["estimator"])
+
+
+@pytest.mark.parametrize("cls", [smr.ReptileFactorizationRecommender, smr.FactorizationRecommender,
+                                 smr.EmpiricalBayesRecommender])
+def test_estimators_without_features_say_so(cls):
+    X, y = make_ratings(n_users=20, n_items=10, random_state=0)
+    with pytest.raises(TypeError, match="item_features"):
+        cls().fit(X, y, item_features=small_table())
