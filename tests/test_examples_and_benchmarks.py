@@ -366,3 +366,33 @@ def test_readme_outputs_records_what_a_command_prints(monkeypatch, tmp_path):
     readme_outputs.main(tmp_path, {"x.md": ("`cmd`", lambda: print("| K | 0.1234 |"))})
     text = (tmp_path / "x.md").read_text()
     assert text.startswith("# Output of `cmd`, ") and "| K | 0.1234 |" in text and "cores." in text
+
+
+def test_item_cold_start_benchmark_scores_new_items_by_their_genres(tmp_path, monkeypatch, capsys):
+    # Two genres are rated a point above the rest: only a model that reads
+    # the items' genres can tell new items apart.
+    _benchmarks(monkeypatch)
+    import numpy as np
+    import item_cold_start
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 200, 80
+    genre = rng.integers(0, 19, n_items)
+    lines = []
+    for user in range(n_users):
+        for item in rng.choice(n_items, 20, replace=False):
+            rating = int(np.clip(np.rint(3 + (genre[item] < 2) + rng.normal(0.0, 0.5)), 1, 5))
+            lines.append(f"{user + 1}\t{item + 1}\t{rating}\t{880000000 + len(lines)}\n")
+    (tmp_path / "u.data").write_text("".join(lines))
+    flags = np.eye(19, dtype=int)[genre]
+    (tmp_path / "u.item").write_text("".join(
+        f"{i + 1}|Film {i}|01-Jan-{1950 + i % 45}||http://x|" + "|".join(map(str, flags[i])) + "\n"
+        for i in range(n_items)))
+    out = tmp_path / "items.md"
+    item_cold_start.main(["--data", str(tmp_path), "--seeds", "0", "--support", "5", "--out", str(out)])
+    text = out.read_text()
+    assert text.count("### ") == 3 and "recall@20" in text
+    scenario = text.split("### existing users x new items")[1].split("###")[0]
+    rmse = {row.split("|")[1].strip(): float(row.split("|")[2].split("±")[0]) for row in scenario.splitlines()
+            if row.startswith("| ") and "±" in row}
+    assert rmse["MAML + features (ours)"] < rmse["MAML, ids only"] - 0.05, rmse

@@ -1,6 +1,8 @@
 import re
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
@@ -12,7 +14,7 @@ def test_readme_opens_with_install_and_test_commands():
 
 
 def test_readme_python_examples_run():
-    first, second, third = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[:3]
+    first, second, fourth, third = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[:4]
     namespace = {}
     exec(compile(first, str(README), "exec"), namespace)
     pred = namespace["model"].predict([[5000, 42], [6000, 42]])
@@ -24,6 +26,10 @@ def test_readme_python_examples_run():
     assert ((namespace["proba"] > 0) & (namespace["proba"] < 1)).all()
     assert namespace["ids"].shape == (1, 10)
     assert not {3, 17, 42} & set(namespace["ids"][0].tolist())
+    exec(compile(fourth, str(README), "exec"), namespace)
+    # New items ranked from their genre alone: most of each list is in the user's genre (chance: a quarter).
+    ids, _ = namespace["model"].recommend(np.arange(60), n=5, items=np.arange(80, 100))
+    assert np.mean(namespace["genre"][ids] == namespace["taste"][:60, None]) > 0.6
 
 
 def test_every_readme_table_names_the_file_behind_its_figures():

@@ -1,0 +1,168 @@
+"""Cold items: what item features (genres, decade) add, in MeLU's scenarios.
+
+MovieLens-100k; per seed, 20% of the items are new (no rating of them is in
+training) and 20% of the users are new (folded in with K random ratings of
+existing items). Scenarios, each scored on its own ratings:
+
+- existing users x new items: the known users' ratings of the new items;
+- new users x new items: the new users' ratings of the new items, after
+  their fold-in;
+- new users x existing items: the new users' other ratings of existing
+  items (features must not hurt here);
+
+RMSE, nDCG@10 within each user's rated items of the scenario, and, for the
+new items, recall@20 when the user's list ranks all new items (relevant:
+rated 4 or more). Methods with their defaults: the empirical-Bayes bias
+model (no item information for a new item), MAML without and with
+features, Meta-SGD with features. Features: the 19 genre flags and the
+release decade, one-hot (``FeatureTable``). Paired per-seed differences of
+MAML with features against the best peer.
+
+    python benchmarks/item_cold_start.py [--data ml-100k.zip] [--seeds 0 1 2]
+
+Writes benchmarks/results/item_cold_start.md. Not yet here (issue 17):
+LightFM and a content baseline as peers, and 5 seeds.
+"""
+
+import argparse
+import os
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sklearn_metarec import (EmpiricalBayesRecommender, FeatureTable, MAMLFactorizationRecommender,
+                             MetaSGDFactorizationRecommender)
+from sklearn_metarec.datasets import fetch_movielens, load_movielens
+from sklearn_metarec.metrics import ndcg_at_k, rmse
+
+SCENARIOS = ("existing users x new items", "new users x new items", "new users x existing items")
+OURS = "MAML + features (ours)"
+
+
+def item_table(data):
+    """Genre flags and release decade, one row per item id."""
+    items = data.item_features
+    decade = np.where(np.isnan(items.year), -1, items.year // 10 * 10).astype(int)
+    frame = pd.DataFrame(items.genres, columns=data.genre_names, index=items.item_id).astype(float)
+    frame["decade"] = [str(d) if d >= 0 else "unknown" for d in decade]
+    return FeatureTable(frame)
+
+
+def methods():
+    return {
+        "empirical-Bayes bias model": (lambda: EmpiricalBayesRecommender(), False),
+        "MAML, ids only": (lambda: MAMLFactorizationRecommender(random_state=0), False),
+        OURS: (lambda: MAMLFactorizationRecommender(random_state=0), True),
+        "Meta-SGD + features (ours)": (lambda: MetaSGDFactorizationRecommender(random_state=0), True),
+    }
+
+
+def split(X, y, seed, k):
+    """Masks of the training ratings, the new users' support ratings and
+    each scenario's ratings; the new items."""
+    rng = np.random.default_rng(seed)
+    items, users = np.unique(X[:, 1]), np.unique(X[:, 0])
+    new_items = rng.choice(items, len(items) // 5, replace=False)
+    new_users = rng.choice(users, len(users) // 5, replace=False)
+    is_new_item, is_new_user = np.isin(X[:, 1], new_items), np.isin(X[:, 0], new_users)
+    support = np.zeros(len(X), dtype=bool)
+    candidates = is_new_user & ~is_new_item
+    for u in new_users:  # per user: a loop over the 189 new users, not over ratings
+        rows = np.flatnonzero(candidates & (X[:, 0] == u))
+        if len(rows) > k:
+            support[rng.choice(rows, k, replace=False)] = True
+    folded = np.isin(X[:, 0], X[support, 0])
+    masks = {
+        SCENARIOS[0]: ~is_new_user & is_new_item,
+        SCENARIOS[1]: folded & is_new_item,
+        SCENARIOS[2]: folded & ~is_new_item & ~support,
+    }
+    return ~is_new_user & ~is_new_item, support, masks, new_items
+
+
+def recall_new_items(model, X, y, new_items, n=20):
+    """Mean recall@n over users with a relevant new item, all new items ranked."""
+    relevant = y >= 4
+    users = np.unique(X[relevant, 0])
+    lists, _ = model.recommend(users, n=n, items=new_items, exclude_seen=False)
+    hits = [np.isin(lists[j], X[relevant & (X[:, 0] == u), 1]).sum() / (relevant & (X[:, 0] == u)).sum()
+            for j, u in enumerate(users)]
+    return float(np.mean(hits))
+
+
+def run(data, seeds, k):
+    X, y = np.asarray(data.X), np.asarray(data.y, dtype=float)
+    table = item_table(data)
+    results = {}  # (method, scenario, metric) -> list over seeds
+    for seed in seeds:
+        train, support, masks, new_items = split(X, y, seed, k)
+        for name, (make, features) in methods().items():
+            start = time.perf_counter()
+            model = make()
+            if features:
+                model.fit(X[train], y[train], item_features=table)
+            else:
+                model.fit(X[train], y[train])
+            results.setdefault((name, "fit", "seconds"), []).append(time.perf_counter() - start)
+            model.fold_in(X[support], y[support])
+            for scenario, mask in masks.items():
+                pred = model.predict(X[mask])
+                scores = {"RMSE": rmse(y[mask], pred), "nDCG@10": ndcg_at_k(y[mask], pred, users=X[mask, 0])}
+                if "new items" in scenario:
+                    scores["recall@20"] = recall_new_items(model, X[mask], y[mask], new_items)
+                for metric, value in scores.items():
+                    results.setdefault((name, scenario, metric), []).append(float(value))
+            print(f"seed {seed} {name}: {time.perf_counter() - start:.1f} s", flush=True)
+    return results
+
+
+def tables(results, seeds):
+    names = list(methods())
+    lines = ["", "Fit time (s, mean over seeds, the same process): " + "; ".join(
+        f"{name} {np.mean(results[name, 'fit', 'seconds']):.1f}" for name in names) + "."]
+    for scenario in SCENARIOS:
+        metrics = ["RMSE", "nDCG@10"] + (["recall@20"] if "new items" in scenario else [])
+        lines += ["", f"### {scenario}", "", "| method | " + " | ".join(metrics) + " |",
+                  "|---|" + "---|" * len(metrics)]
+        for name in names:
+            cells = [f"{np.mean(results[name, scenario, m]):.4f} ± {np.std(results[name, scenario, m]):.4f}"
+                     for m in metrics]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", f"{OURS} against the best peer, paired per seed (± standard error):", ""]
+        for metric in metrics:
+            sign = -1 if metric == "RMSE" else 1
+            others = [n for n in names if "(ours)" not in n]
+            best = max(others, key=lambda n: sign * np.mean(results[n, scenario, metric]))
+            diff = np.array(results[OURS, scenario, metric]) - np.array(results[best, scenario, metric])
+            se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+            verdict = "tie (inside 2 s.e.)" if abs(diff.mean()) <= 2 * se else (
+                "ours better" if sign * diff.mean() > 0 else "ours worse")
+            lines.append(f"- {metric}: {diff.mean():+.4f} ± {se:.4f} against {best}: {verdict}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", help="MovieLens-100k folder, zip or recbole wheel; default: fetch it")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--support", type=int, default=10, help="new users' support ratings K")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "item_cold_start.md"))
+    args = parser.parse_args(argv)
+    data = load_movielens(args.data) if args.data else fetch_movielens("100k", source="pypi")
+    started = time.perf_counter()
+    results = run(data, args.seeds, args.support)
+    text = (f"# Cold items with item features, MovieLens-100k, {date.today()}\n\n"
+            f"{len(data.y)} ratings; seeds {args.seeds}; 20% of items and 20% of users new; new users folded in "
+            f"with K = {args.support} random ratings of existing items; defaults for every method; features: "
+            f"genres and decade. Mean ± std over seeds. {os.cpu_count()} cores; "
+            f"{time.perf_counter() - started:.0f} s in all.\n" + tables(results, args.seeds) + "\n")
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
