@@ -13,7 +13,9 @@ existing items). Scenarios, each scored on its own ratings:
 RMSE, nDCG@10 within each user's rated items of the scenario, and, for the
 new items, recall@20 when the user's list ranks all new items (relevant:
 rated 4 or more). Methods with their defaults: the empirical-Bayes bias
-model (no item information for a new item), MAML without and with
+model (no item information for a new item), a content baseline (the bias
+model with a feature-based prior for item biases and a ridge taste per
+user over the features; ``ContentBaseline``), MAML without and with
 features, Meta-SGD with features. Features: the 19 genre flags and the
 release decade, one-hot (``FeatureTable``). Paired per-seed differences of
 MAML with features against the best peer.
@@ -21,7 +23,7 @@ MAML with features against the best peer.
     python benchmarks/item_cold_start.py [--data ml-100k.zip] [--seeds 0 1 2]
 
 Writes benchmarks/results/item_cold_start.md. Not yet here (issue 17):
-LightFM and a content baseline as peers, and 5 seeds.
+LightFM as a peer.
 """
 
 import argparse
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bias_peer import BiasModel
 
 from sklearn_metarec import (EmpiricalBayesRecommender, FeatureTable, MAMLFactorizationRecommender,
                              MetaSGDFactorizationRecommender)
@@ -40,6 +43,7 @@ from sklearn_metarec.metrics import ndcg_at_k, rmse
 
 SCENARIOS = ("existing users x new items", "new users x new items", "new users x existing items")
 OURS = "MAML + features (ours)"
+IDS_ONLY = "MAML, ids only (ours)"
 
 
 def item_table(data):
@@ -51,10 +55,74 @@ def item_table(data):
     return FeatureTable(frame)
 
 
+class ContentBaseline:
+    """The issue's content baseline: the empirical-Bayes bias model
+    (``bias_peer.BiasModel``) whose item biases shrink towards a ridge
+    prediction from the item features (a new item gets that prediction),
+    plus each user's linear taste over the item features, a ridge fit on
+    the user's residuals (strength chosen on held-out ratings of the known
+    users). A new user is fitted with the rest (``fold_in`` refits)."""
+
+    LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0)
+
+    def fit(self, X, y, item_features):
+        self.table, self.X, self.y = item_features, np.asarray(X), np.asarray(y, dtype=float)
+        # The taste strength, on the last tenth of each known user's ratings.
+        held = np.zeros(len(self.X), dtype=bool)
+        for u in np.unique(self.X[:, 0]):
+            rows = np.flatnonzero(self.X[:, 0] == u)
+            held[rows[-max(1, len(rows) // 10):]] = True
+        errors = []
+        for lam in self.LAMBDAS:
+            self._fit(self.X[~held], self.y[~held], lam)
+            errors.append(np.mean((self.predict(self.X[held]) - self.y[held]) ** 2))
+        self.lam = self.LAMBDAS[int(np.argmin(errors))]
+        return self._fit(self.X, self.y, self.lam)
+
+    def fold_in(self, X, y):
+        return self._fit(np.vstack([self.X, X]), np.r_[self.y, y], self.lam)
+
+    def _fit(self, X, y, lam):
+        self.users, u = np.unique(X[:, 0], return_inverse=True)
+        self.items = self.table.ids
+        i = self._item_index(X[:, 1])
+        F = self.table.matrix.toarray()
+        self.F = F
+        self.bias = BiasModel(item_x=F).fit(u, i, y, len(self.users), len(self.items))
+        residual = y - self.bias.predict(u, i)
+        self.taste = np.zeros((len(self.users), F.shape[1]))
+        order = np.argsort(u, kind="stable")
+        bounds = np.searchsorted(u[order], np.arange(len(self.users) + 1))
+        for user in range(len(self.users)):  # a benchmark peer: one small ridge solve per user
+            rows = order[bounds[user] : bounds[user + 1]]
+            Xu = F[i[rows]]
+            self.taste[user] = np.linalg.solve(Xu.T @ Xu + lam * np.eye(F.shape[1]), Xu.T @ residual[rows])
+        return self
+
+    def _item_index(self, ids):
+        return np.searchsorted(self.items, ids)  # every item is in the table
+
+    def predict(self, X):
+        X = np.asarray(X)
+        u = np.searchsorted(self.users, X[:, 0])
+        known = (u < len(self.users)) & (self.users[np.minimum(u, len(self.users) - 1)] == X[:, 0])
+        u = np.where(known, u, -1)
+        i = self._item_index(X[:, 1])
+        taste = np.where(known, np.einsum("nf,nf->n", self.taste[np.maximum(u, 0)], self.F[i]), 0.0)
+        return np.clip(self.bias.predict(u, i) + taste, 1.0, 5.0)
+
+    def recommend(self, users, n, items, exclude_seen=False):
+        pairs = np.column_stack([np.repeat(users, len(items)), np.tile(items, len(users))])
+        scores = self.predict(pairs).reshape(len(users), len(items))
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
+        return np.asarray(items)[order], np.take_along_axis(scores, order, axis=1)
+
+
 def methods():
     return {
         "empirical-Bayes bias model": (lambda: EmpiricalBayesRecommender(), False),
-        "MAML, ids only": (lambda: MAMLFactorizationRecommender(random_state=0), False),
+        "content baseline (genres, decade)": (lambda: ContentBaseline(), True),
+        IDS_ONLY: (lambda: MAMLFactorizationRecommender(random_state=0), False),
         OURS: (lambda: MAMLFactorizationRecommender(random_state=0), True),
         "Meta-SGD + features (ours)": (lambda: MetaSGDFactorizationRecommender(random_state=0), True),
     }
@@ -131,16 +199,18 @@ def tables(results, seeds):
             cells = [f"{np.mean(results[name, scenario, m]):.4f} ± {np.std(results[name, scenario, m]):.4f}"
                      for m in metrics]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", f"{OURS} against the best peer, paired per seed (± standard error):", ""]
+        lines += ["", f"{OURS} against the best peer and against itself without features, paired per seed "
+                  "(± standard error):", ""]
         for metric in metrics:
             sign = -1 if metric == "RMSE" else 1
-            others = [n for n in names if "(ours)" not in n]
-            best = max(others, key=lambda n: sign * np.mean(results[n, scenario, metric]))
-            diff = np.array(results[OURS, scenario, metric]) - np.array(results[best, scenario, metric])
-            se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-            verdict = "tie (inside 2 s.e.)" if abs(diff.mean()) <= 2 * se else (
-                "ours better" if sign * diff.mean() > 0 else "ours worse")
-            lines.append(f"- {metric}: {diff.mean():+.4f} ± {se:.4f} against {best}: {verdict}")
+            peers = [n for n in names if "(ours)" not in n]
+            best = max(peers, key=lambda n: sign * np.mean(results[n, scenario, metric]))
+            for other in (best, IDS_ONLY):
+                diff = np.array(results[OURS, scenario, metric]) - np.array(results[other, scenario, metric])
+                se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+                verdict = "tie (inside 2 s.e.)" if abs(diff.mean()) <= 2 * se else (
+                    "better" if sign * diff.mean() > 0 else "worse")
+                lines.append(f"- {metric}: {diff.mean():+.4f} ± {se:.4f} against {other}: {verdict}")
     return "\n".join(lines)
 
 
