@@ -695,7 +695,13 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
     def _attach_item_features(self, table):
         """Start the feature parts (c, E) at zero for the fitted items."""
         self._item_table = table
-        self._item_F = table.rows(self.item_ids_)[0]
+        self._item_F, found = table.rows(self.item_ids_)
+        if not found.any():
+            raise ValueError(
+                "item_features lists none of the items in X (are its ids of another kind, strings against "
+                f"ints?): X's item ids look like {self.item_ids_[:3].tolist()}, the table's like "
+                f"{table.ids[:3].tolist()}."
+            )
         self._feat = np.zeros((table.matrix.shape[1], self.n_factors + 1))
         self._feat[:, 1:] = self._rng.normal(0.0, self.init_std, (len(self._feat), self.n_factors))
         self._feat_m = np.zeros_like(self._feat)

@@ -77,6 +77,13 @@ def test_bad_feature_tables_are_refused(make, error, match):
         smr.MAMLFactorizationRecommender(n_epochs=1).fit(X, y, item_features=make())
 
 
+def test_a_table_that_lists_none_of_the_items_is_refused():
+    X, y = make_ratings(n_users=20, n_items=10, random_state=0)
+    frame = pd.DataFrame({"genre": ["a"] * 10}, index=[str(i) for i in range(10)])  # strings, X has ints
+    with pytest.raises(ValueError, match="none of the items"):
+        smr.MAMLFactorizationRecommender(n_epochs=1).fit(X, y, item_features=frame)
+
+
 def test_feature_table_refuses_infinite_values_and_id_mismatch():
     with pytest.raises(ValueError, match="NaN or infinite"):
         smr.FeatureTable(sp.csr_matrix([[np.inf]]), ids=[1])
