@@ -16,6 +16,7 @@ the number of cases run and how many went how deep.
 import math
 import pickle
 import sys
+import traceback
 import warnings
 
 import numpy as np
@@ -98,7 +99,8 @@ def unchanged(model, before, call):
         raise AssertionError(f"{call} raised but changed the estimator")
 
 
-def main(name, n_cases, log_path):
+def run(name, n_cases, log_path):
+    """Fuzz one estimator; returns its summary line."""
     cls = getattr(smr, name)
     count = [0]
     stats = {"fitted": 0, "updated": 0, "refused": 0}
@@ -149,8 +151,24 @@ def main(name, n_cases, log_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         case()
-    print(f"{count[0]} cases, {stats['fitted']} fitted, then {stats['updated']} calls done and "
-          f"{stats['refused']} refused with the state unchanged")
+    return (f"{count[0]} cases, {stats['fitted']} fitted, then {stats['updated']} calls done and "
+            f"{stats['refused']} refused with the state unchanged")
+
+
+def main(names, n_cases, log_pattern):
+    """Fuzz each of ``names`` (comma-separated) in turn, in this one process
+    (an interpreter and the kernels load once), each logging to
+    ``log_pattern`` with ``{}`` replaced by its name. Prints one line per
+    estimator, ``NAME: summary`` or ``NAME failed:`` and the traceback; the
+    exit status is 1 if any failed."""
+    failed = False
+    for name in names.split(","):
+        try:
+            print(f"{name}: {run(name, n_cases, log_pattern.format(name))}", flush=True)
+        except Exception:
+            failed = True
+            print(f"{name} failed:\n{traceback.format_exc()}", flush=True)
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
