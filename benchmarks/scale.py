@@ -86,7 +86,10 @@ def data_for(n_ratings, n_items, root):
     path = Path(root) / f"{int(n_ratings)}"
     if not path.exists():
         path.mkdir()
-        _in_child(_make_data, n_ratings, n_items, path)
+        if n_ratings > 1e5:  # the generator's memory would stay with this process
+            _in_child(_make_data, n_ratings, n_items, path)
+        else:
+            _make_data(n_ratings, n_items, path)
     return path
 
 

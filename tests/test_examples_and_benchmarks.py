@@ -28,7 +28,7 @@ def test_example_runs(capsys, monkeypatch):
     import sklearn_metarec.datasets as datasets
 
     real = datasets.make_ratings
-    monkeypatch.setattr(datasets, "make_ratings", lambda **kw: real(**{**kw, "n_users": 1000, "n_items": 60,
+    monkeypatch.setattr(datasets, "make_ratings", lambda **kw: real(**{**kw, "n_users": 500, "n_items": 60,
                                                                        "mean_ratings": 12}))
     runpy.run_path(str(ROOT / "examples" / "cold_start_synthetic.py"), run_name="__main__")
     assert "new users with 5 ratings" in capsys.readouterr().out
