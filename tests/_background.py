@@ -105,13 +105,14 @@ K.adapt_users(np.array([0, 2], dtype=np.int64), np.array([0, 2], dtype=np.int64)
 
 X, y = make_ratings(n_users=30, n_items=15, mean_ratings=6, min_ratings=3, random_state=0)
 new = np.column_stack([np.repeat([10**6], 3), X[:3, 1]])
-for model, target in [(smr.ReptileFactorizationRecommender(n_factors=3, n_epochs=1), y),
-                      (smr.FactorizationRecommender(n_factors=3, n_epochs=1), y),
-                      (smr.FactorizationRecommender(n_factors=3, n_epochs=1, loss="logistic"), None)]:
-    model.fit(X if target is not None else X[y >= 4], target)
-    model.fold_in(new, None if target is None else target[:3])
+# Not the logistic fold-in: the suite's other lane, which reaches it late,
+# then ends about when this one does.
+for model in (smr.ReptileFactorizationRecommender(n_factors=3, n_epochs=1),
+              smr.FactorizationRecommender(n_factors=3, n_epochs=1)):
+    model.fit(X, y)
+    model.fold_in(new, y[:3])
 """
-PREWARMED = ("reptile_batch", "adapt_users", "ridge_users", "logistic_users")
+PREWARMED = ("reptile_batch", "adapt_users", "ridge_users")
 
 
 def prewarm_jobs():
