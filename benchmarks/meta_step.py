@@ -53,6 +53,7 @@ def grad_only(model, users, repeat):
         K.outer_settings(first_order=model.first_order, hyper=False,
                          per_rating=model.task_weighting == "ratings"), grad,
         np.empty(model.n_factors + 2), np.empty(len(model.item_ids_), dtype=np.int64),
+        np.empty(len(model.item_ids_)),
     )
     best = np.inf
     for _ in range(repeat + 1):

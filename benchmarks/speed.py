@@ -87,7 +87,7 @@ class Problem:
                                                   logistic=False, n_neg=0),
                                  K.outer_settings(first_order=first_order, hyper=False,
                                                   per_rating=self.per_rating), grad,
-                                 np.empty(len(self.alpha) + 1), self.rows)
+                                 np.empty(len(self.alpha) + 1), self.rows, np.empty(self.n_items))
         return loss, grad
 
     def tasks(self, users, seed=7):

@@ -360,8 +360,11 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             :class:`FeatureTable`; wrap a DataFrame in it inside
             ``GridSearchCV``). Each feature gets a bias and a factor vector,
             meta-trained with the rest; an item's parameters are its own
-            plus the sum of its features', so an item that no rating
-            reached, listed here, is scored from its features alone.
+            part plus the sum of its features', so an item that no rating
+            reached, listed here, is scored from its features alone. The
+            items' L2 penalty (``reg``, ``item_shrinkage``) then falls on
+            their own parts: a rarely rated item is pulled towards what its
+            features predict.
 
         Returns
         -------
@@ -569,6 +572,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
                 loss, _ = K.meta_batch_grad(
                     indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
                     self._alpha(), no_penalty, self._inner_settings(), outer, grad, grad_hyper, rows,
+                    np.empty(n_items),
                 )
             total += loss * offsets[-1]
             weight += offsets[-1]
@@ -595,14 +599,22 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             snapshot["_feat"] = self._feat.copy()
         return snapshot
 
-    def _feature_grad(self, grad, rows):
-        """∂loss/∂(c, E), the features' parts, from a batch's gradient:
-        the chain rule through b_i = own + F_i·c and q_i = own + F_i·E
-        (``rows``: the items the batch touched; other rows are zero)."""
-        n_items = len(self._item_vocab)
-        _, g_b, g_Q = K.unpack(grad, n_items, self.n_factors + 1)
-        G = np.column_stack([g_b[rows], g_Q[rows]])
-        return np.asarray(self._item_F[rows].T @ G)
+    def _own_part_grads(self, grad, rows, pen_rows):
+        """With item features, the L2 penalty falls on an item's own part
+        o_i = (b_i, q_i) − F_i·(c, E), so that an item with few ratings is
+        pulled towards what its features predict, not towards zero. The
+        kernel penalized the whole row, adding p_i (b_i, q_i) to its
+        gradient (p_i: ``pen_rows``); here that becomes p_i o_i, in
+        ``grad``'s rows ``rows`` (the gradient of the own parts), and the
+        features' parts get the chain rule of the rest: Fᵀ(∂loss/∂rows),
+        the penalty not depending on them. Returns (∂loss/∂(c, E), the
+        change of the batch's loss from the penalty's move)."""
+        F = self._item_F
+        g_feat = np.empty_like(self._feat)
+        correction = K.own_part_grads(F.indptr, F.indices, F.data, self._feat,
+                                      self._theta, len(self._item_vocab), np.ascontiguousarray(rows), pen_rows,
+                                      grad, g_feat)
+        return g_feat, correction
 
     def _feature_step(self, g_feat):
         """Adam on (c, E), then every item's parameters follow."""
@@ -634,15 +646,23 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         grad = np.zeros_like(self._theta)
         grad_hyper = np.empty(d + 1)
         rows = np.empty(n_items, dtype=np.int64)
+        pen_rows = np.empty(n_items)
         item_reg = self._item_reg(items, weights)
+        features = getattr(self, "_item_F", None) is not None
+        g_feat = None
 
         def batch_grad(batch, offsets, hyper):
+            nonlocal g_feat
             outer = K.outer_settings(first_order=self.first_order, hyper=hyper,
                                      per_rating=self.task_weighting == "ratings")
-            return K.meta_batch_grad(
+            loss, n_rows = K.meta_batch_grad(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
-                self._alpha(), item_reg, self._inner_settings(), outer, grad, grad_hyper, rows,
+                self._alpha(), item_reg, self._inner_settings(), outer, grad, grad_hyper, rows, pen_rows,
             )
+            if features:
+                g_feat, correction = self._own_part_grads(grad, rows[:n_rows], pen_rows)
+                loss += correction
+            return loss, n_rows
 
         order, hyper_order = self._hyper_split(order)
         together = hyper_order is None and self._learns_hyper
@@ -666,8 +686,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
                 K.adam_rows(self._theta, grad, self._adam_m, self._adam_v, self._adam_v_items,
                             self._adam_step, float(self.meta_lr), n_items, d, rows, n_rows,
                             self._adam_row_steps)
-                if getattr(self, "_item_F", None) is not None:
-                    self._feature_step(self._feature_grad(grad, rows[:n_rows]))
+                if features:
+                    self._feature_step(g_feat)
             if together or held_out:
                 self._hyper_step(grad_hyper)
         return np.array(losses or held_losses)

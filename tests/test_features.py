@@ -97,16 +97,18 @@ def test_feature_table_refuses_infinite_values_and_id_mismatch():
 
 @pytest.mark.parametrize("n_steps", [1, 2, 3])
 @pytest.mark.parametrize("loss", ["squared", "logistic", "bpr"])
-def test_feature_meta_gradient_matches_finite_differences(loss, n_steps):
+def test_feature_and_own_part_gradients_match_finite_differences(loss, n_steps):
+    # The objective with features: the query loss of the rows own + F·(c, E),
+    # plus each item's L2 penalty on its own part alone.
     X, y = make_ratings(n_users=30, n_items=20, mean_ratings=8, min_ratings=5, random_state=1)
     if loss == "logistic":
         y = (y >= 4).astype(float)
     elif loss == "bpr":
         X, y = X[y >= 3], None
     model = smr.MAMLFactorizationRecommender(n_factors=3, n_inner_steps=n_steps, loss=loss, n_negatives=2,
-                                             inner_lr=0.5, n_epochs=1, random_state=0)
+                                             inner_lr=0.5, reg=0.3, n_epochs=1, random_state=0)
     model.fit(X, y, item_features=small_table())
-    model._feat = np.random.default_rng(2).normal(0.0, 0.3, model._feat.shape)  # away from the start
+    rng = np.random.default_rng(2)
     n_items, d = len(model._item_vocab), model.n_factors + 1
     indptr, items, ratings, weights = model._log.csr(len(model._user_vocab))
     lo, hi = support_bounds(model.n_support, np.diff(indptr))
@@ -115,32 +117,64 @@ def test_feature_meta_gradient_matches_finite_differences(loss, n_steps):
     offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
     item_reg = model._item_reg(items, weights)
     outer = K.outer_settings(first_order=False, hyper=False, per_rating=True)
-    own = model._theta.copy()  # the items' own parts: theta is own + F·(c, E)
+    F = model._item_F
 
-    def loss_and_grad(feat):
+    def kernel(own, feat, reg):
         theta = own.copy()
         _, bi, Q = K.unpack(theta, n_items, d)
-        part = np.asarray(model._item_F @ feat)
+        part = np.asarray(F @ feat)
         bi += part[:, 0]
         Q += part[:, 1:]
-        grad = np.zeros_like(theta)
-        rows = np.empty(n_items, dtype=np.int64)
+        grad, rows, pen = np.zeros_like(theta), np.empty(n_items, dtype=np.int64), np.full(n_items, np.nan)
         value, n_rows = K.meta_batch_grad(indptr, items, ratings, weights, batch, lo, hi, 7, offsets, theta, n_items,
-                                          model._alpha(), item_reg, model._inner_settings(), outer, grad,
-                                          np.empty(d + 1), rows)
-        return value, model._feature_grad(grad, rows[:n_rows])
+                                          model._alpha(), reg, model._inner_settings(), outer, grad, np.empty(d + 1),
+                                          rows, pen)
+        return value, theta, grad, rows[:n_rows], pen
 
-    feat = model._feat.copy()
-    _, analytic = loss_and_grad(feat)
-    numeric = np.empty_like(feat)
+    own = model._theta.copy()
+    own[1 + d:] += rng.normal(0.0, 0.2, len(own) - 1 - d)  # away from the start
+    feat = rng.normal(0.0, 0.3, model._feat.shape)
+    _, theta, grad, rows, pen = kernel(own, feat, item_reg)
+    # The penalty's coefficients: its part of the rows' gradient is p_i (b_i, q_i).
+    _, _, grad0, rows0, _ = kernel(own, feat, np.zeros(n_items))
+    np.testing.assert_array_equal(np.sort(rows), np.sort(rows0))
+    _, bi, Q = K.unpack(theta, n_items, d)
+    _, gb, gQ = K.unpack(grad, n_items, d)
+    _, gb0, gQ0 = K.unpack(grad0, n_items, d)
+    np.testing.assert_allclose(gb[rows] - gb0[rows], pen[rows] * bi[rows], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gQ[rows] - gQ0[rows], pen[rows, None] * Q[rows], rtol=1e-9, atol=1e-12)
+    assert (pen[rows] >= 0).all() and (pen[rows] > 0).any()  # 0: an item only in support sets
+
+    model._theta, model._feat = theta, feat
+    g_feat, _ = model._own_part_grads(grad, rows, pen)
+    p = np.zeros(n_items)
+    p[rows] = pen[rows]
+
+    def objective(own, feat):
+        value = kernel(own, feat, np.zeros(n_items))[0]
+        _, ob, oQ = K.unpack(own, n_items, d)
+        return value + 0.5 * np.sum(p * (ob**2 + np.sum(oQ**2, axis=1)))
+
     eps = 1e-6
+    numeric = np.empty_like(feat)
     for index in np.ndindex(feat.shape):
         up, down = feat.copy(), feat.copy()
         up[index] += eps
         down[index] -= eps
-        numeric[index] = (loss_and_grad(up)[0] - loss_and_grad(down)[0]) / (2 * eps)
-    assert np.abs(analytic).max() > 1e-3  # the features do move the loss
-    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
+        numeric[index] = (objective(own, up) - objective(own, down)) / (2 * eps)
+    assert np.abs(g_feat).max() > 1e-3  # the features do move the loss
+    np.testing.assert_allclose(g_feat, numeric, rtol=1e-5, atol=1e-8)
+    # The own parts' gradient, on a few rows the batch touched.
+    _, g_own_b, g_own_Q = K.unpack(grad, n_items, d)
+    for i in rows[:4]:
+        for a in range(d):
+            at = 1 + d + i if a == 0 else 1 + d + n_items + i * (d - 1) + a - 1
+            up, down = own.copy(), own.copy()
+            up[at] += eps
+            down[at] -= eps
+            expected = (objective(up, feat) - objective(down, feat)) / (2 * eps)
+            analytic = g_own_b[i] if a == 0 else g_own_Q[i, a - 1]
+            np.testing.assert_allclose(analytic, expected, rtol=1e-5, atol=1e-8)
 
 
 # ----------------------------------------------------------------------

@@ -57,7 +57,7 @@ def kernel_grad(p, users, seed, lam, reg, n_steps, first_order, hyper=False, los
         K.inner_settings(lam=lam, kappa=kappa, n_steps=n_steps, logistic=loss != "squared", n_neg=n_neg,
                          pairwise=loss == "bpr"),
         K.outer_settings(first_order=first_order, hyper=hyper, per_rating=per_rating),
-        grad, grad_hyper, np.empty(p["n_items"], dtype=np.int64),
+        grad, grad_hyper, np.empty(p["n_items"], dtype=np.int64), np.empty(p["n_items"]),
     )
     tasks = tasks_of(p, users, seed, n_neg)
     if hyper:

@@ -240,7 +240,7 @@ def test_meta_gradient_writes_only_the_batch_rows(problem):
                                     np.full(p["n_items"], 0.1),
                                     K.inner_settings(lam=0.05, kappa=2.0, n_steps=2, logistic=False, n_neg=0),
                                     K.outer_settings(first_order=False, hyper=False, per_rating=True),
-                                    grad, np.empty(p["d"] + 1), rows)
+                                    grad, np.empty(p["d"] + 1), rows, np.empty(p["n_items"]))
         return grad, n
 
     dense, n = grad_from(np.zeros_like(p["theta"]))

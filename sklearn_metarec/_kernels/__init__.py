@@ -69,7 +69,8 @@ they live, never copied:
 * ``optim``: Adam and lazy Adam, Reptile's step;
 * ``serving``: fold-in, the baselines' exact user solves, prediction,
   top-n;
-* ``sgd``: the factorization baseline's SGD epoch.
+* ``sgd``: the factorization baseline's SGD epoch;
+* ``features``: the chain rule into item features' parts.
 
 Numba's cache notices only edits to a cached function's own file, so the
 cache of all kernels is keyed on a hash of every module's source (see
@@ -85,6 +86,7 @@ task order for the same reason.
 """
 
 from .batches import meta_batch_grad, reptile_batch
+from .features import own_part_grads
 from .maths import inner_settings, outer_settings, reptile_settings, unpack
 from .optim import adam_rows, adam_step, step_rows
 from .sampling import sample_tasks
@@ -93,6 +95,6 @@ from .sgd import sgd_epoch
 
 __all__ = [
     "adam_rows", "adam_step", "adapt_users", "inner_settings", "logistic_users", "meta_batch_grad",
-    "outer_settings", "predict", "reptile_batch", "reptile_settings", "ridge_users", "sample_tasks",
+    "outer_settings", "own_part_grads", "predict", "reptile_batch", "reptile_settings", "ridge_users", "sample_tasks",
     "sgd_epoch", "step_rows", "top_n", "unpack",
 ]

@@ -103,7 +103,7 @@ def _item_groups(t_items, offsets, ends, rows):
 @jit(parallel=True)
 def meta_batch_grad(
     indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets, theta, n_items,
-    alpha, item_reg, inner, outer, grad, grad_hyper, rows,
+    alpha, item_reg, inner, outer, grad, grad_hyper, rows, pen_rows,
 ):
     """Mean query loss of a meta-batch of users and its meta-gradient.
 
@@ -118,7 +118,9 @@ def meta_batch_grad(
     is returned as well. Other items' gradients are zero, and their entries
     of ``grad`` are left as they were, so that the cost of a batch does not
     grow with the catalogue: pass a zeroed ``grad`` for the dense gradient.
-    Returns (loss, n).
+    ``pen_rows[i]`` ← p_i for those rows: the part of item i's gradient that
+    its L2 penalty contributes is p_i (b_i, q_i) (item features move that
+    penalty onto the item's own part). Returns (loss, n).
     """
     n_steps = inner.n_steps
     first_order, hyper, per_rating = outer
@@ -128,7 +130,7 @@ def meta_batch_grad(
     n_tasks = users.shape[0]
     total = offsets[n_tasks]
     t_items, t_y, t_w, perm = _task_buffers(total)
-    g_item = _zeros((total, d))
+    g_item = _zeros((total, d + 1))  # column d: the penalty's coefficient
     g_phi = _zeros((n_tasks, d))
     g_mu = _zeros(n_tasks)
     g_hyper = _zeros((n_tasks, d + 1))
@@ -189,6 +191,11 @@ def meta_batch_grad(
     else:
         for r in prange(n_rows):
             _sum_row(rows[r], entries, starts[r], starts[r + 1], task_of, scales, g_item, g_bi, g_Q)
+    for r in range(n_rows):
+        p = 0.0
+        for e in range(starts[r], starts[r + 1]):
+            p += g_item[entries[e], d] * scales[task_of[entries[e]]]
+        pen_rows[rows[r]] = p
     return loss, n_rows
 
 

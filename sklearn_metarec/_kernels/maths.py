@@ -220,11 +220,13 @@ def _task_meta_grad(
     """Query loss of one task and its meta-gradient.
 
     The task's arrays hold its support set first (``n_sup`` entries), then
-    its query set. ``g_item[j]`` receives ∂/∂(b_i, q_i) for the item of
+    its query set. ``g_item[j, :d]`` receives ∂/∂(b_i, q_i) for the item of
     entry j; ``g_phi0`` receives ∂/∂φ₀. With ``hyper``, ``g_alpha`` receives
     ∂/∂α and the returned ∂/∂λ is filled in (Meta-SGD); ``first_order`` then
     uses v_T for every step. ``work`` is a :func:`_scratch` for at least the
-    task's length. Returns (loss, ∂loss/∂μ, ∂loss/∂λ).
+    task's length. If ``g_item`` has a column d, it receives the coefficient
+    2wβ_i of the item's L2 penalty, whose gradient is that times (b_i, q_i).
+    Returns (loss, ∂loss/∂μ, ∂loss/∂λ).
     """
     lam, n_steps, logistic = inner.lam, inner.n_steps, inner.logistic
     X, cyw, ends, slopes, phis, vecs = work
@@ -270,6 +272,8 @@ def _task_meta_grad(
                 r2 = 2.0 * w * item_reg[i]
                 g_item[j, 0] += sign * ce
                 g_item[j, 0] += r2 * bi[i]
+                if g_item.shape[1] > d:  # the penalty's coefficient, for callers who need it apart
+                    g_item[j, d] += r2
                 for f in range(k):
                     g_item[j, 1 + f] += sign * (ce * phis[n_steps, 1 + f])
                     g_item[j, 1 + f] += r2 * Q[i, f]

@@ -1,0 +1,45 @@
+"""Item features: the chain rule from a batch's item rows into the
+features' parts, with the L2 penalty moved onto the items' own parts."""
+
+from ._jit import jit
+from .maths import unpack
+
+
+@jit()
+def own_part_grads(F_indptr, F_indices, F_data, feat, theta, n_items, rows, pen_rows, grad, g_feat):
+    """For the items ``rows`` of a batch, with (b_i, q_i) = o_i + F_i·feat
+    (``F`` in CSR arrays, ``feat`` of shape (n_features, d)): ``g_feat`` ←
+    Fᵀ(G − p ⊙ (b, q)), the features' gradient without the penalty, and
+    ``grad``'s rows ← G − p_i F_i·feat, the own parts' gradient under the
+    penalty p_i/2 ‖o_i‖² (G: the rows' gradient under the penalty on the
+    whole row, p_i: ``pen_rows``). Returns the change of the loss."""
+    d = feat.shape[1]
+    _, bi, Q = unpack(theta, n_items, d)
+    _, g_b, g_Q = unpack(grad, n_items, d)
+    g_feat[:, :] = 0.0
+    correction = 0.0
+    part = feat[0].copy()
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        p = pen_rows[i]
+        part[:] = 0.0
+        for e in range(F_indptr[i], F_indptr[i + 1]):
+            x = F_data[e]
+            f = F_indices[e]
+            for a in range(d):
+                part[a] += x * feat[f, a]
+        loss_b = g_b[i] - p * bi[i]
+        for e in range(F_indptr[i], F_indptr[i + 1]):
+            g_feat[F_indices[e], 0] += F_data[e] * loss_b
+        own = bi[i] - part[0]
+        correction += 0.5 * p * (own * own - bi[i] * bi[i])
+        g_b[i] -= p * part[0]
+        for a in range(1, d):
+            q = Q[i, a - 1]
+            loss_q = g_Q[i, a - 1] - p * q
+            for e in range(F_indptr[i], F_indptr[i + 1]):
+                g_feat[F_indices[e], a] += F_data[e] * loss_q
+            own = q - part[a]
+            correction += 0.5 * p * (own * own - q * q)
+            g_Q[i, a - 1] -= p * part[a]
+    return correction
