@@ -38,10 +38,13 @@ cases = [
     (smr.FactorizationRecommender, dict(), X, y),
     (smr.FactorizationRecommender, dict(loss="logistic"), positives, None),
     (smr.EmpiricalBayesRecommender, dict(), X, y),
+    (smr.MAMLFactorizationRecommender, dict(item_features=smr.FeatureTable(
+        np.eye(3)[np.arange(20) % 3], ids=np.r_[np.arange(15), 999, 1000, 1001, 1002, 1003])), X, y),
 ]
 for cls, params, data, target in cases:
     small = {k: v for k, v in dict(n_factors=3, n_epochs=2, n_jobs=2).items() if k in cls._parameter_constraints}
-    model = cls(**{**small, **params, "random_state": 0}).fit(data, target)
+    fit_params = {k: params.pop(k) for k in list(params) if k == "item_features"}
+    model = cls(**{**small, **params, "random_state": 0}).fit(data, target, **fit_params)
     new_y = None if target is None else np.resize(target, len(new))
     model.partial_fit(data[:20], None if target is None else target[:20])
     model.fold_in(new, new_y)
@@ -80,7 +83,7 @@ def BACKGROUND(folder):
 def test_every_kernel_path_stays_in_bounds(request, tmp_path):
     code, out, err, _ = _background.outcome(request, sys.modules[__name__], "boundscheck", tmp_path)
     assert code == 0, err[-4000:]
-    assert out.count("ok ") == 12
+    assert out.count("ok ") == 13
     assert "checked inside prange bodies" in out
 
 
