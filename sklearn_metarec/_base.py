@@ -692,8 +692,11 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
     # all that the kernels and serving read; the item's own part is
     # ``_theta``'s row minus F_i·(c, E), so it is never stored.
 
-    def _attach_item_features(self, table):
-        """Start the feature parts (c, E) at zero for the fitted items."""
+    def _attach_item_features(self, table, fresh=True):
+        """Give the items their feature rows and the features their parts
+        (c, E). ``fresh`` (a model just initialized): random factors E, and
+        the items' own factors at zero. Otherwise (features added to a
+        trained model) (c, E) start at zero, so that nothing learned changes."""
         self._item_table = table
         self._item_F, found = table.rows(self.item_ids_)
         if not found.any():
@@ -703,9 +706,11 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
                 f"{table.ids[:3].tolist()}."
             )
         self._feat = np.zeros((table.matrix.shape[1], self.n_factors + 1))
-        self._feat[:, 1:] = self._rng.normal(0.0, self.init_std, (len(self._feat), self.n_factors))
         self._feat_m = np.zeros_like(self._feat)
         self._feat_v = np.zeros_like(self._feat)
+        if not fresh:
+            return
+        self._feat[:, 1:] = self._rng.normal(0.0, self.init_std, (len(self._feat), self.n_factors))
         # Items with features start from them alone, their own factors at
         # zero: what the items share is then learned first, and an item's
         # own part only what its ratings add.

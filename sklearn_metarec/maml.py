@@ -431,7 +431,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             self._item_table = table  # before new items join, so that they use it
         touched, _, _ = self._add_ratings(users, items, y, w, new_items="random")
         if table is not None and getattr(self, "_item_F", None) is None:
-            self._attach_item_features(table)
+            self._attach_item_features(table, fresh=reset)
         self._train(touched, 1)
         self._refresh_users(touched)
         return self

@@ -244,6 +244,19 @@ def test_a_failing_call_with_features_changes_nothing():
     assert pickle.dumps(model) == saved
 
 
+def test_features_added_to_a_trained_model_change_nothing_learned():
+    X, y = make_ratings(n_users=30, n_items=20, random_state=0)
+    model = smr.MAMLFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0).fit(X, y)
+    theta = model._theta.copy()
+    # Attaching the features alone (before the partial_fit's update) keeps every parameter.
+    model._attach_item_features(small_table(), fresh=False)
+    np.testing.assert_array_equal(model._theta, theta)
+    assert not model._feat.any()
+    refit = smr.MAMLFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0).fit(X, y)
+    refit.partial_fit(X[:10], y[:10], item_features=small_table())
+    assert np.isfinite(refit.predict([[0, 22], [1, 3]])).all() and refit._feat.shape == (4, 4)
+
+
 def test_models_with_features_save_and_load_to_identical_predictions():
     X, y = make_ratings(n_users=30, n_items=20, random_state=0)
     model = smr.MetaSGDFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0)
