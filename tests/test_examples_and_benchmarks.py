@@ -394,5 +394,5 @@ def test_item_cold_start_benchmark_scores_new_items_by_their_genres(tmp_path, mo
     assert text.count("### ") == 3 and "recall@20" in text
     scenario = text.split("### existing users x new items")[1].split("###")[0]
     rmse = {row.split("|")[1].strip(): float(row.split("|")[2].split("±")[0]) for row in scenario.splitlines()
-            if row.startswith("| ") and "±" in row}
+            if row.startswith("| ") and "±" in row.split("|")[2]}  # not LightFM's n/a, when it is installed
     assert rmse["MAML + features (ours)"] < rmse["MAML, ids only (ours)"] - 0.05, rmse
