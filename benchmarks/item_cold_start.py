@@ -60,7 +60,17 @@ def item_table(data):
     return FeatureTable(frame)
 
 
-class ContentBaseline:
+class _Ranks:
+    """``recommend`` for a peer with ``predict``: every candidate scored, best first."""
+
+    def recommend(self, users, n, items, exclude_seen=False):
+        pairs = np.column_stack([np.repeat(users, len(items)), np.tile(items, len(users))])
+        scores = self.predict(pairs).reshape(len(users), len(items))
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
+        return np.asarray(items)[order], np.take_along_axis(scores, order, axis=1)
+
+
+class ContentBaseline(_Ranks):
     """The issue's content baseline: the empirical-Bayes bias model
     (``bias_peer.BiasModel``) whose item biases shrink towards a ridge
     prediction from the item features (a new item gets that prediction),
@@ -116,14 +126,8 @@ class ContentBaseline:
         taste = np.where(known, np.einsum("nf,nf->n", self.taste[np.maximum(u, 0)], self.F[i]), 0.0)
         return np.clip(self.bias.predict(u, i) + taste, 1.0, 5.0)
 
-    def recommend(self, users, n, items, exclude_seen=False):
-        pairs = np.column_stack([np.repeat(users, len(items)), np.tile(items, len(users))])
-        scores = self.predict(pairs).reshape(len(users), len(items))
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
-        return np.asarray(items)[order], np.take_along_axis(scores, order, axis=1)
 
-
-class LightFMPeer:
+class LightFMPeer(_Ranks):
     """LightFM with item features (each item: its id plus its genres and
     decade, as LightFM's documentation builds them), every rated item a
     positive, ``loss`` WARP or logistic; 32 components (our k) and 30
@@ -159,12 +163,6 @@ class LightFMPeer:
         u = np.searchsorted(self.users, X[:, 0])
         i = np.searchsorted(self.table.ids, X[:, 1])
         return self.model.predict(u.astype(np.int32), i.astype(np.int32), item_features=self.item_x)
-
-    def recommend(self, users, n, items, exclude_seen=False):
-        pairs = np.column_stack([np.repeat(users, len(items)), np.tile(items, len(users))])
-        scores = self.predict(pairs).reshape(len(users), len(items))
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
-        return np.asarray(items)[order], np.take_along_axis(scores, order, axis=1)
 
 
 RANKING_ONLY = ("LightFM, WARP", "LightFM, logistic")
