@@ -87,7 +87,8 @@ class Problem:
                                                   logistic=False, n_neg=0),
                                  K.outer_settings(first_order=first_order, hyper=False,
                                                   per_rating=self.per_rating), grad,
-                                 np.empty(len(self.alpha) + 1), self.rows, np.empty(self.n_items))
+                                 np.empty(len(self.alpha) + 1), self.rows, np.empty(self.n_items),
+                                 np.empty((0, len(self.alpha))), np.empty((0, len(self.alpha))))
         return loss, grad
 
     def tasks(self, users, seed=7):

@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _kernels as K
 from ._kernels._jit import first_use_notice
+from ._features import check_features
 from ._data import (
     ContextColumnsIgnoredWarning,
     RatingLog,
@@ -426,7 +427,8 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
 
     def _start(self, rng):
         for name in ("_theta", "_user_buf", "_adam_m", "_adam_v", "_adam_v_items", "_adam_row_steps",
-                     "loss_curve_", "_item_table", "_item_F", "_feat", "_feat_m", "_feat_v"):
+                     "loss_curve_", "_item_table", "_item_F", "_feat", "_feat_m", "_feat_v",
+                     "_user_table", "_user_G", "_ufeat", "_ufeat_m", "_ufeat_v"):
             self.__dict__.pop(name, None)  # a refit starts from scratch
         self._rng = rng
         self._structure = self._structural_params()
@@ -483,7 +485,9 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             buf = np.empty((max(n_users, 2 * len(self._user_buf)), d))
             buf[:n_users_old] = self._user_buf[:n_users_old]
             self._user_buf = buf
-        self._user_buf[n_users_old:n_users] = self._theta[1 : 1 + d]
+        if getattr(self, "_user_G", None) is not None and n_users > n_users_old:
+            self._grow_user_features(n_users_old)
+        self._user_buf[n_users_old:n_users] = self._user_priors(np.arange(n_users_old, n_users))
         self._log.append(u, i, y, w)
         return np.unique(u), (u, i, y, w), n_users_old
 
@@ -527,7 +531,9 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         """Predict ratings for (user id, item id) rows.
 
         A known user uses its fitted parameters; an unknown user gets the
-        population prior (``user_bias_prior_``, ``user_factors_prior_``); an
+        population prior (``user_bias_prior_``, ``user_factors_prior_``), or,
+        if the model was fitted with ``user_features`` that list it, the
+        prior its attributes give; an
         unknown item contributes no bias and no factors, unless the model was
         fitted with ``item_features`` that list it: it is then scored by its
         features alone. A row's prediction
@@ -546,15 +552,15 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         users, items = self._check_X(X, reset=False)
-        u = self._user_vocab.lookup(users)
+        u, table = self._serving_users(users, self._user_vocab.lookup(users))
         i, theta, n_items = self._serving_items(items, self._item_vocab.lookup(items))
         out = np.empty(len(u))
-        with numba_threads(self.n_jobs, len(u) * self._users.shape[1]):
-            K.predict(u, i, self._users, theta, n_items, self._users.shape[1], out)
+        with numba_threads(self.n_jobs, len(u) * table.shape[1]):
+            K.predict(u, i, table, theta, n_items, table.shape[1], out)
         return expit(out) if self._logistic else out
 
     @serialized(in_place=False)
-    def fold_in(self, X, y=None, sample_weight=None):
+    def fold_in(self, X, y=None, sample_weight=None, *, user_features=None):
         """Fold new ratings into the users' parameters; the cheap serving path.
 
         Each user in ``X`` (new or known) gets parameters recomputed from all
@@ -574,6 +580,10 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             positive.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each rating.
+        user_features : FeatureTable or DataFrame, default=None
+            Estimators fitted with ``user_features`` only: the table that new
+            users take their attributes (and so their prior) from, in place
+            of the one given to ``fit``; it must have the same features.
 
         Returns
         -------
@@ -582,7 +592,10 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         self._check_update()
+        table = self._check_user_table(user_features)
         users, items, y, w = self._check_ratings(X, y, sample_weight, reset=False)
+        if table is not None:
+            self._user_table = table
         touched, fresh, n_users_old = self._add_ratings(users, items, y, w, new_items="zeros")
         self._refresh_users(touched, fresh, n_users_old)
         return self
@@ -654,26 +667,31 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         theta, n_items = None, None
         if candidates is not None:
             candidates, theta, n_items = self._serving_items(candidate_ids, candidates)
-        pos, scores = self._top_n(self._user_vocab.lookup(users), int(n), exclude_seen, candidates, theta, n_items)
+        codes, table = self._serving_users(users, self._user_vocab.lookup(users))
+        pos, scores = self._top_n(codes, int(n), exclude_seen, candidates, theta, n_items, table)
         if self._logistic:  # −∞ stays the mark of an excluded item
             scores = np.where(np.isneginf(scores), -np.inf, expit(scores))
         ids = candidate_ids[pos]
         return (ids[0], scores[0]) if single else (ids, scores)
 
-    def _top_n(self, user_codes, n, exclude_seen, candidates=None, theta=None, n_items=None):
+    def _top_n(self, user_codes, n, exclude_seen, candidates=None, theta=None, n_items=None, table=None):
         """Positions in ``candidates`` (item codes; all items when None) of
         each user's top ``min(n, len(candidates))``, and their scores.
         ``theta`` and ``n_items``: the parameters to score with, when
-        ``_serving_items`` extended them."""
+        ``_serving_items`` extended them; ``table``: the users' rows, when
+        ``_serving_users`` extended them (its extra users have rated nothing)."""
         if theta is None:
             theta, n_items = self._theta, len(self._item_vocab)
+        if table is None:
+            table = self._users
         if candidates is None:
             candidates = np.arange(n_items, dtype=np.int64)
         candidate_pos = np.full(n_items, -1, dtype=np.int64)
         candidate_pos[candidates[candidates >= 0]] = np.flatnonzero(candidates >= 0)
         n_out = min(n, len(candidates))
         # The rated items of the known users asked for: O(their ratings).
-        known, seen_rows = np.unique(user_codes, return_inverse=True)
+        n_known = len(self._user_vocab)
+        known, seen_rows = np.unique(np.where(user_codes < n_known, user_codes, -1), return_inverse=True)
         seen_rows = seen_rows.ravel().astype(np.int64)
         if len(known) and known[0] < 0:
             seen_rows -= 1  # −1: an unknown user, who has rated nothing
@@ -681,8 +699,8 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         indptr, seen, _, _ = self._log.user_csr(known, len(self._user_vocab))
         pos = np.empty((len(user_codes), n_out), dtype=np.int64)
         scores = np.empty((len(user_codes), n_out))
-        with numba_threads(self.n_jobs, len(user_codes) * len(candidates) * self._users.shape[1]):
-            K.top_n(user_codes, self._users, theta, n_items, self._users.shape[1],
+        with numba_threads(self.n_jobs, len(user_codes) * len(candidates) * table.shape[1]):
+            K.top_n(user_codes, table, theta, n_items, table.shape[1],
                     candidates, candidate_pos, indptr, seen, seen_rows, bool(exclude_seen), n_out, pos, scores)
         return pos, scores
 
@@ -753,6 +771,72 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         codes = codes.copy()
         codes[unknown[found]] = n_items + np.arange(found.sum())
         return codes, theta, n_items + int(found.sum())
+
+    # ------------------------------------------------------------------
+    # User features: a user's prior is φ₀ + G_u·A, its attributes' rows G_u
+    # times their parameters A (one (bias, factors) row per attribute).
+
+    _takes_user_features = False
+
+    def _check_user_table(self, user_features):
+        """The table of ``user_features`` for an update of a fitted model."""
+        if user_features is None:
+            return None
+        if not self._takes_user_features:
+            raise TypeError(f"{type(self).__name__} does not take user_features yet; "
+                            "MAMLFactorizationRecommender and MetaSGDFactorizationRecommender do.")
+        table = check_features(user_features, "user_features")
+        if getattr(self, "_user_table", None) is None:
+            raise ValueError("user_features can only be given to fold_in or partial_fit of a model that was "
+                             "fitted with user_features.")
+        return table.aligned(self._user_table.names, "user_features")
+
+    def _attach_user_features(self, table):
+        """Give the users their attribute rows and the attributes zero
+        parameters: the prior starts as the population's and learns what
+        the attributes add."""
+        self._user_table = table
+        self._user_G, found = table.rows(self.user_ids_)
+        if not found.any():
+            raise ValueError(
+                "user_features lists none of the users in X (are its ids of another kind, strings against "
+                f"ints?): X's user ids look like {self.user_ids_[:3].tolist()}, the table's like "
+                f"{table.ids[:3].tolist()}."
+            )
+        self._ufeat = np.zeros((table.matrix.shape[1], self.n_factors + 1))
+        self._ufeat_m = np.zeros_like(self._ufeat)
+        self._ufeat_v = np.zeros_like(self._ufeat)
+
+    def _grow_user_features(self, n_users_old):
+        import scipy.sparse as sp
+
+        G_new = self._user_table.rows(self.user_ids_[n_users_old:])[0]
+        self._user_G = sp.vstack([self._user_G, G_new], format="csr")
+
+    def _user_priors(self, codes):
+        """Rows (n, d): the prior of the users ``codes``, φ₀ plus, with user
+        features, their attributes' part."""
+        d = self.n_factors + 1
+        priors = np.tile(self._theta[1 : 1 + d], (len(codes), 1))
+        if getattr(self, "_user_G", None) is not None:
+            priors += np.asarray(self._user_G[codes] @ self._ufeat)
+        return priors
+
+    def _serving_users(self, user_ids, codes):
+        """(codes, table of user rows) to score ``user_ids`` with: unknown
+        users that the user feature table lists get rows of their own, their
+        attributes' prior, appended to a copy of the users' rows."""
+        if getattr(self, "_user_G", None) is None or (codes >= 0).all():
+            return codes, self._users
+        unknown = np.flatnonzero(codes < 0)
+        G, found = self._user_table.rows(np.asarray(user_ids)[unknown])
+        if not found.any():
+            return codes, self._users
+        rows = np.tile(self._theta[1 : 2 + self.n_factors], (int(found.sum()), 1))
+        rows += np.asarray(G[found] @ self._ufeat)
+        codes = codes.copy()
+        codes[unknown[found]] = len(self._user_vocab) + np.arange(found.sum())
+        return codes, np.concatenate([self._users, rows])
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -1,5 +1,5 @@
-"""Side features of items: the table a user passes, read into a sparse
-matrix with one row per raw id."""
+"""Side features of items or users: the table a user passes, read into a
+sparse matrix with one row per raw id."""
 
 import numbers
 
@@ -10,7 +10,8 @@ from ._data import Vocabulary, check_id_column
 
 
 class FeatureTable:
-    """Side features, one row per raw id, for ``fit(..., item_features=...)``.
+    """Side features, one row per raw id, for ``fit(..., item_features=...)``
+    or ``fit(..., user_features=...)``.
 
     Numeric and boolean columns are used as they are (scale them to about
     [0, 1] yourself: each feature's embedding is multiplied by its value);
@@ -54,29 +55,29 @@ class FeatureTable:
             self.ids = np.asarray(table.index if ids is None else ids)
             self.matrix, self.names = _from_frame(table)
         elif ids is None:
-            raise TypeError("item_features given as an array or a sparse matrix needs ids=, the raw id of each row.")
+            raise TypeError("a feature table given as an array or a sparse matrix needs ids=, the raw id of each row.")
         else:
             self.ids = np.asarray(ids)
             matrix = sp.csr_matrix(table, dtype=np.float64) if sp.issparse(table) else None
             if matrix is None:
                 values = np.asarray(table)
                 if values.ndim != 2 or values.dtype.kind not in "biuf":
-                    raise TypeError("item_features must be a DataFrame, or a 2-D numeric array or sparse matrix "
+                    raise TypeError("a feature table must be a DataFrame, or a 2-D numeric array or sparse matrix "
                                     f"with ids=; got {type(table).__name__} of dtype {values.dtype}.")
                 matrix = sp.csr_matrix(values.astype(np.float64))
             self.matrix = matrix
             self.names = [f"f{j}" for j in range(matrix.shape[1])]
         if self.ids.ndim != 1 or len(self.ids) != self.matrix.shape[0]:
-            raise ValueError(f"item_features has {self.matrix.shape[0]} rows but {self.ids.size} ids.")
+            raise ValueError(f"the feature table has {self.matrix.shape[0]} rows but {self.ids.size} ids.")
         if len(self.ids) == 0 or self.matrix.shape[1] == 0:
-            raise ValueError("item_features is empty: it needs at least one row and one feature.")
+            raise ValueError("the feature table is empty: it needs at least one row and one feature.")
         if not np.isfinite(self.matrix.data).all():
-            raise ValueError("item_features holds NaN or infinite values; fill or drop them first.")
-        check_id_column(self.ids, "item", source="item_features")
-        self._vocab = Vocabulary("item")
+            raise ValueError("the feature table holds NaN or infinite values; fill or drop them first.")
+        check_id_column(self.ids, "row", source="the feature table")
+        self._vocab = Vocabulary("row")
         codes = self._vocab.fit(self.ids)
         if len(self._vocab) < len(self.ids):
-            raise ValueError("item_features lists the same id more than once.")
+            raise ValueError("the feature table lists the same id more than once.")
         # Rows in the vocabulary's order, so that a code is a row.
         self.ids = self._vocab.ids
         self.matrix = self.matrix[np.argsort(codes)].tocsr()
@@ -92,6 +93,26 @@ class FeatureTable:
                              shape=(len(ids), len(self.ids)))
         return (take @ self.matrix).tocsr(), found
 
+    def aligned(self, names, name="item_features"):
+        """This table with the columns ``names`` (a fitted model's), so that
+        a table holding only some categories (a few new ids) lines up; a
+        feature absent here is 0. A feature the model does not know is an
+        error."""
+        if self.names == list(names):
+            return self
+        position = {n: j for j, n in enumerate(names)}
+        unknown = [n for n in self.names if n not in position]
+        if unknown:
+            raise ValueError(f"{name} must have the features the model was fitted with; these are new to it: "
+                             f"{unknown[:5]}.")
+        columns = np.array([position[n] for n in self.names], dtype=np.int64)
+        out = object.__new__(FeatureTable)
+        out.ids, out._vocab, out.names = self.ids, self._vocab, list(names)
+        moved = self.matrix.tocoo()
+        out.matrix = sp.csr_matrix((moved.data, (moved.row, columns[moved.col])),
+                                   shape=(self.matrix.shape[0], len(names)))
+        return out
+
 
 def _from_frame(frame):
     blocks, names = [], []
@@ -101,30 +122,32 @@ def _from_frame(frame):
         if kind in "biuf":
             numeric = values.to_numpy(dtype=np.float64)
             if np.isnan(numeric).any():
-                raise ValueError(f"item_features column {column!r} holds NaN; fill or drop it first.")
+                raise ValueError(f"feature column {column!r} holds NaN; fill or drop it first.")
             blocks.append(sp.csr_matrix(numeric[:, None]))
             names.append(str(column))
         elif kind in "OUSm" or str(values.dtype) in ("category", "string"):
             if values.isna().any():
-                raise ValueError(f"item_features column {column!r} holds missing values; fill or drop them first.")
+                raise ValueError(f"feature column {column!r} holds missing values; fill or drop them first.")
             levels, codes = np.unique(values.astype(str).to_numpy(), return_inverse=True)
             blocks.append(sp.csr_matrix((np.ones(len(codes)), (np.arange(len(codes)), codes.ravel())),
                                         shape=(len(codes), len(levels))))
             names += [f"{column}={level}" for level in levels]
         else:
-            raise TypeError(f"item_features column {column!r} has dtype {values.dtype}, which is neither "
+            raise TypeError(f"feature column {column!r} has dtype {values.dtype}, which is neither "
                             "numeric, boolean nor categorical.")
     if not blocks:
-        raise ValueError("item_features has no columns.")
+        raise ValueError("the feature table has no columns.")
     return sp.hstack(blocks, format="csr", dtype=np.float64), names
 
 
-def check_features(item_features):
-    """A ``FeatureTable`` of ``item_features`` (None stays None)."""
-    if item_features is None:
-        return None
-    if isinstance(item_features, FeatureTable):
-        return item_features
-    if isinstance(item_features, (numbers.Number, str)):
-        raise TypeError(f"item_features must be a DataFrame or a FeatureTable; got {item_features!r}.")
-    return FeatureTable(item_features)
+def check_features(features, name="item_features"):
+    """A ``FeatureTable`` of ``features`` (None stays None); errors name
+    the parameter."""
+    if features is None or isinstance(features, FeatureTable):
+        return features
+    if isinstance(features, (numbers.Number, str)):
+        raise TypeError(f"{name} must be a DataFrame or a FeatureTable; got {features!r}.")
+    try:
+        return FeatureTable(features)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{name}: {error}") from None

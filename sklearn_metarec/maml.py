@@ -340,7 +340,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         _check_n_support(self.n_support)
 
     @serialized
-    def fit(self, X, y=None, sample_weight=None, *, item_features=None):
+    def fit(self, X, y=None, sample_weight=None, *, item_features=None, user_features=None):
         """Meta-train on all users, then adapt every known user.
 
         Parameters
@@ -365,6 +365,14 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             items' L2 penalty (``reg``, ``item_shrinkage``) then falls on
             their own parts: a rarely rated item is pulled towards what its
             features predict.
+        user_features : FeatureTable or DataFrame, default=None
+            Attributes of users (age group, occupation, ...), one row per
+            raw user id, read as ``item_features`` is. Each attribute gets a
+            (bias, factors) row that shifts the prior of the users who have
+            it, meta-trained through the exact meta-gradient: a user's
+            inner loop starts from φ₀ + Σ_a G_ua·A_a. A new user listed here
+            (in this table or the one given to ``fold_in``) is predicted and
+            recommended for from that prior before any rating.
 
         Returns
         -------
@@ -372,10 +380,13 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             Fitted estimator.
         """
         table = self._check_features(item_features)
+        user_table = self._check_features(user_features, "user_features")
         users, items, y, w = self._prepare(X, y, sample_weight, reset=True)
         touched, _, _ = self._add_ratings(users, items, y, w, new_items="random")
         if table is not None:
             self._attach_item_features(table)
+        if user_table is not None:
+            self._attach_user_features(user_table)
         held = None
         if self.early_stopping:
             n_held = int(round(self.validation_fraction * len(touched)))
@@ -392,7 +403,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         return self
 
     @serialized
-    def partial_fit(self, X, y=None, sample_weight=None, *, item_features=None):
+    def partial_fit(self, X, y=None, sample_weight=None, *, item_features=None, user_features=None):
         """Add ratings and meta-train online on the users they touch.
 
         The first call on an unfitted estimator initializes it, exactly as
@@ -414,6 +425,10 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             As in :meth:`fit`. On a fitted model it replaces the table that
             new items take their features from (the known items keep
             theirs) and must have the same features.
+        user_features : FeatureTable or DataFrame, default=None
+            As in :meth:`fit` on the first call; later, the table that new
+            users take their attributes from (same features). Attributes
+            cannot be added to a model fitted without them.
 
         Returns
         -------
@@ -422,16 +437,20 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         """
         table = self._check_features(item_features)
         reset = not hasattr(self, "_theta")
-        if table is not None and not reset and getattr(self, "_item_table", None) is not None \
-                and table.names != self._item_table.names:
-            raise ValueError("item_features must have the features the model was fitted with: "
-                             f"{self._item_table.names[:5]}...; got {table.names[:5]}...")
+        user_table = (self._check_features(user_features, "user_features") if reset
+                      else self._check_user_table(user_features))
+        if table is not None and not reset and getattr(self, "_item_table", None) is not None:
+            table = table.aligned(self._item_table.names)
         users, items, y, w = self._prepare(X, y, sample_weight, reset=reset)
         if table is not None and getattr(self, "_item_F", None) is not None:
             self._item_table = table  # before new items join, so that they use it
+        if user_table is not None and not reset:
+            self._user_table = user_table  # likewise for new users
         touched, _, _ = self._add_ratings(users, items, y, w, new_items="random")
         if table is not None and getattr(self, "_item_F", None) is None:
             self._attach_item_features(table, fresh=reset)
+        if user_table is not None and reset:
+            self._attach_user_features(user_table)
         self._train(touched, 1)
         self._refresh_users(touched)
         return self
@@ -467,12 +486,14 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
     _learns_hyper = False
     # Reptile (a subclass) has no chain rule into item features yet.
     _takes_item_features = True
+    _takes_user_features = True
 
-    def _check_features(self, item_features):
-        if item_features is not None and not self._takes_item_features:
-            raise TypeError(f"{type(self).__name__} does not take item_features yet; "
+    def _check_features(self, features, name="item_features"):
+        takes = self._takes_item_features if name == "item_features" else self._takes_user_features
+        if features is not None and not takes:
+            raise TypeError(f"{type(self).__name__} does not take {name} yet; "
                             "MAMLFactorizationRecommender and MetaSGDFactorizationRecommender do.")
-        return check_features(item_features)
+        return check_features(features, name)
 
     def _learns_prior_factors(self):
         if self.prior_factors == "auto":
@@ -572,7 +593,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
                 loss, _ = K.meta_batch_grad(
                     indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
                     self._alpha(), no_penalty, self._inner_settings(), outer, grad, grad_hyper, rows,
-                    np.empty(n_items),
+                    np.empty(n_items), *self._task_priors(batch),
                 )
             total += loss * offsets[-1]
             weight += offsets[-1]
@@ -597,7 +618,19 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         snapshot = {"_theta": self._theta.copy()}
         if getattr(self, "_item_F", None) is not None:
             snapshot["_feat"] = self._feat.copy()
+        if getattr(self, "_user_G", None) is not None:
+            snapshot["_ufeat"] = self._ufeat.copy()
         return snapshot
+
+    def _task_priors(self, users):
+        """(priors, gradient buffer) for the kernel's tasks of ``users``: each
+        task's prior given its user's attributes, and room for the tasks'
+        ∂loss/∂prior; both empty without user features (every task starts
+        from φ₀)."""
+        if getattr(self, "_user_G", None) is None:
+            empty = np.empty((0, self.n_factors + 1))
+            return empty, empty
+        return self._user_priors(users), np.empty((len(users), self.n_factors + 1))
 
     def _own_part_grads(self, grad, rows, pen_rows):
         """With item features, the L2 penalty falls on an item's own part
@@ -649,19 +682,25 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         pen_rows = np.empty(n_items)
         item_reg = self._item_reg(items, weights)
         features = getattr(self, "_item_F", None) is not None
-        g_feat = None
+        attributes = getattr(self, "_user_G", None) is not None
+        g_feat = g_ufeat = None
 
         def batch_grad(batch, offsets, hyper):
-            nonlocal g_feat
+            nonlocal g_feat, g_ufeat
             outer = K.outer_settings(first_order=self.first_order, hyper=hyper,
                                      per_rating=self.task_weighting == "ratings")
+            priors, g_priors = self._task_priors(batch)
             loss, n_rows = K.meta_batch_grad(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
                 self._alpha(), item_reg, self._inner_settings(), outer, grad, grad_hyper, rows, pen_rows,
+                priors, g_priors,
             )
             if features:
                 g_feat, correction = self._own_part_grads(grad, rows[:n_rows], pen_rows)
                 loss += correction
+            if attributes:
+                # The chain rule from each task's prior to its user's attributes.
+                g_ufeat = np.asarray(self._user_G[batch].T @ g_priors)
             return loss, n_rows
 
         order, hyper_order = self._hyper_split(order)
@@ -688,6 +727,9 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
                             self._adam_row_steps)
                 if features:
                     self._feature_step(g_feat)
+                if attributes:
+                    K.adam_step(self._ufeat.reshape(-1), g_ufeat.reshape(-1), self._ufeat_m.reshape(-1),
+                                self._ufeat_v.reshape(-1), self._adam_step, float(self.meta_lr))
             if together or held_out:
                 self._hyper_step(grad_hyper)
         return np.array(losses or held_losses)
@@ -698,6 +740,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             indptr, items, ratings, weights, np.ascontiguousarray(users), np.ascontiguousarray(keys),
             getattr(self, "_serve_seed", 0),
             self._theta, len(self._item_vocab), self._alpha(), self._inner_settings(), out,
+            self._task_priors(keys)[0],
         )
         return out
 

@@ -288,14 +288,16 @@ def _check_loaded(est):
             fail(f"{key} should have shape {shape}")
     if "_hyper" in vars(est) and np.shape(est._hyper) != (d + 1,):
         fail(f"_hyper should have shape ({d + 1},)")
-    if vars(est).get("_item_F") is not None:
-        feat, F, table = vars(est).get("_feat"), est._item_F, vars(est).get("_item_table")
+    for side, n, rows, params in (("item", n_items, "_item_F", "_feat"), ("user", n_users, "_user_G", "_ufeat")):
+        if vars(est).get(rows) is None:
+            continue
+        feat, F, table = vars(est).get(params), vars(est)[rows], vars(est).get(f"_{side}_table")
         if not (isinstance(feat, np.ndarray) and feat.ndim == 2 and feat.shape[1] == d and sp.issparse(F)
-                and F.shape == (n_items, len(feat)) and isinstance(table, FeatureTable)
+                and F.shape == (n, len(feat)) and isinstance(table, FeatureTable)
                 and table.matrix.shape[1] == len(feat)):
-            fail(f"the item features should be a table, a ({n_items}, n_features) matrix and (n_features, {d}) "
+            fail(f"the {side} features should be a table, a ({n}, n_features) matrix and (n_features, {d}) "
                  "parameters")
-        for key in ("_feat_m", "_feat_v"):
+        for key in (f"{params}_m", f"{params}_v"):
             if np.shape(vars(est).get(key)) != feat.shape:
                 fail(f"{key} should have shape {feat.shape}")
     if len(est._log):

@@ -151,6 +151,7 @@ n_iter_, n_features_in_, feature_names_in_
         pass  # Reptile's step has no item prior
 
     _takes_item_features = False
+    _takes_user_features = False
 
     def _meta_epoch(self, indptr, items, ratings, weights, order, lo, hi, seed):
         """One pass over ``order`` in meta-batches: one kernel call for the

@@ -128,7 +128,7 @@ def test_feature_and_own_part_gradients_match_finite_differences(loss, n_steps):
         grad, rows, pen = np.zeros_like(theta), np.empty(n_items, dtype=np.int64), np.full(n_items, np.nan)
         value, n_rows = K.meta_batch_grad(indptr, items, ratings, weights, batch, lo, hi, 7, offsets, theta, n_items,
                                           model._alpha(), reg, model._inner_settings(), outer, grad, np.empty(d + 1),
-                                          rows, pen)
+                                          rows, pen, np.empty((0, d)), np.empty((0, d)))
         return value, theta, grad, rows[:n_rows], pen
 
     own = model._theta.copy()
@@ -307,3 +307,15 @@ def test_estimators_without_features_say_so(cls):
     X, y = make_ratings(n_users=20, n_items=10, random_state=0)
     with pytest.raises(TypeError, match="item_features"):
         cls().fit(X, y, item_features=small_table())
+
+
+def test_a_table_of_a_few_new_items_lines_up_with_the_fitted_features():
+    # One new item's table knows one genre only; its one-hot columns must
+    # still mean what the model's do.
+    X, y = make_ratings(n_users=30, n_items=20, random_state=0)
+    model = smr.MAMLFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0)
+    model.fit(X, y, item_features=small_table())
+    few = smr.FeatureTable(pd.DataFrame({"genre": ["g2"], "old": [True]}, index=[40]))
+    model.partial_fit(np.array([[0, 40]]), np.array([4.0]), item_features=few)
+    row = model._item_F[model._item_vocab.lookup(np.array([40]))[0]].toarray()[0]
+    assert dict(zip(model._item_table.names, row)) == {"genre=g0": 0, "genre=g1": 0, "genre=g2": 1, "old": 1}

@@ -103,7 +103,7 @@ def _item_groups(t_items, offsets, ends, rows):
 @jit(parallel=True)
 def meta_batch_grad(
     indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets, theta, n_items,
-    alpha, item_reg, inner, outer, grad, grad_hyper, rows, pen_rows,
+    alpha, item_reg, inner, outer, grad, grad_hyper, rows, pen_rows, phi_tasks, g_tasks,
 ):
     """Mean query loss of a meta-batch of users and its meta-gradient.
 
@@ -120,7 +120,10 @@ def meta_batch_grad(
     grow with the catalogue: pass a zeroed ``grad`` for the dense gradient.
     ``pen_rows[i]`` ← p_i for those rows: the part of item i's gradient that
     its L2 penalty contributes is p_i (b_i, q_i) (item features move that
-    penalty onto the item's own part). Returns (loss, n).
+    penalty onto the item's own part). With user features, ``phi_tasks[b]``
+    is task b's own prior (φ₀ plus its attributes' part) and ``g_tasks[b]``
+    ← the task's scaled ∂loss/∂(its prior), for the chain rule into the
+    attributes' parameters; both have 0 rows otherwise. Returns (loss, n).
     """
     n_steps = inner.n_steps
     first_order, hyper, per_rating = outer
@@ -154,8 +157,9 @@ def meta_batch_grad(
             hi = offsets[b + 1]
             n_sup = _build_task(indptr, items, ratings, weights, u, u, sup_lo[u], sup_hi[u], seed,
                                 n_items, inner.n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], perm[lo:hi])
+            start = phi_tasks[b] if phi_tasks.shape[0] else phi0
             losses[b], g_mu[b], g_hyper[b, d] = _task_meta_grad(
-                n_sup, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], mu, phi0, bi, Q, alpha, item_reg, inner,
+                n_sup, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], mu, start, bi, Q, alpha, item_reg, inner,
                 first_order, hyper, g_item[lo:hi], g_phi[b], g_hyper[b, :d], work,
             )
             w_query[b] = _terms_weight(t_w[lo:hi], n_sup, hi - lo - n_sup, inner.n_neg, inner.pairwise)
@@ -182,6 +186,9 @@ def meta_batch_grad(
             g_phi0[a] += g_phi[b, a] * scales[b]
         for a in range(d + 1):
             grad_hyper[a] += g_hyper[b, a] * scales[b]
+        if g_tasks.shape[0]:
+            for a in range(d):
+                g_tasks[b, a] = g_phi[b, a] * scales[b]
     # Item rows one at a time per thread, each summed in entry order, so the
     # result does not depend on the thread count.
     entries, starts, task_of, n_rows = _item_groups(t_items, offsets, offsets[1:], rows)

@@ -12,16 +12,18 @@ from .sampling import _history_task
 
 
 @jit(parallel=True)
-def adapt_users(indptr, items, ratings, weights, users, keys, seed, theta, n_items, alpha, inner, out):
-    """``out[b]`` ← φ_T of user ``users[b]`` adapted from φ₀ on all its
-    ratings (and, with ``inner.n_neg``, negatives keyed by (seed, keys[b]))."""
+def adapt_users(indptr, items, ratings, weights, users, keys, seed, theta, n_items, alpha, inner, out, starts):
+    """``out[b]`` ← φ_T of user ``users[b]`` adapted on all its ratings
+    (and, with ``inner.n_neg``, negatives keyed by (seed, keys[b])), from
+    ``starts[b]`` (its prior given its attributes), or from φ₀ when
+    ``starts`` has 0 rows."""
     d = alpha.shape[0]
     mu = theta[0]
     phi0, bi, Q = unpack(theta, n_items, d)
     for b in prange(users.shape[0]):
         t_items, t_y, t_w, s = _history_task(indptr, items, ratings, weights, users[b], keys[b], seed, n_items,
                                              inner.n_neg)
-        _adapt(s, t_items, t_y, t_w, mu, bi, Q, inner, alpha, phi0, out[b])
+        _adapt(s, t_items, t_y, t_w, mu, bi, Q, inner, alpha, starts[b] if starts.shape[0] else phi0, out[b])
 
 
 @jit()
