@@ -16,8 +16,9 @@ rated 4 or more). Methods with their defaults: the empirical-Bayes bias
 model (no item information for a new item), a content baseline (the bias
 model with a feature-based prior for item biases and a ridge taste per
 user over the features; ``ContentBaseline``), MAML without and with
-features, Meta-SGD with features. Features: the 19 genre flags and the
-release decade, one-hot (``FeatureTable``). Paired per-seed differences of
+features, Meta-SGD with features, and MAML with item features and user
+attributes. Features: the 19 genre flags and the release decade, one-hot
+(``FeatureTable``); attributes: age bracket, gender and occupation. Paired per-seed differences of
 MAML with features against the best peer.
 
     python benchmarks/item_cold_start.py [--data ml-100k.zip] [--seeds 0 1 2]
@@ -49,6 +50,7 @@ from sklearn_metarec.metrics import ndcg_at_k, rmse
 SCENARIOS = ("existing users x new items", "new users x new items", "new users x existing items")
 OURS = "MAML + features (ours)"
 IDS_ONLY = "MAML, ids only (ours)"
+WITH_USERS = "MAML + features + user attributes (ours)"
 
 
 def item_table(data):
@@ -58,6 +60,14 @@ def item_table(data):
     frame = pd.DataFrame(items.genres, columns=data.genre_names, index=items.item_id).astype(float)
     frame["decade"] = [str(d) if d >= 0 else "unknown" for d in decade]
     return FeatureTable(frame)
+
+
+def user_table(data):
+    """Age bracket, gender and occupation, one row per user id."""
+    users = data.user_features
+    bracket = np.digitize(users.age, [18, 25, 35, 45, 50, 56])
+    return FeatureTable(pd.DataFrame({"age": bracket.astype(str), "gender": users.gender,
+                                      "occupation": users.occupation}, index=users.user_id))
 
 
 class _Ranks:
@@ -183,6 +193,7 @@ def methods():
         IDS_ONLY: (lambda: MAMLFactorizationRecommender(random_state=0), False),
         OURS: (lambda: MAMLFactorizationRecommender(random_state=0), True),
         "Meta-SGD + features (ours)": (lambda: MetaSGDFactorizationRecommender(random_state=0), True),
+        WITH_USERS: (lambda: MAMLFactorizationRecommender(random_state=0), "users"),
     }
 
 
@@ -221,14 +232,16 @@ def recall_new_items(model, X, y, new_items, n=20):
 
 def run(data, seeds, k):
     X, y = np.asarray(data.X), np.asarray(data.y, dtype=float)
-    table = item_table(data)
+    table, users = item_table(data), user_table(data)
     results = {}  # (method, scenario, metric) -> list over seeds
     for seed in seeds:
         train, support, masks, new_items = split(X, y, seed, k)
         for name, (make, features) in methods().items():
             start = time.perf_counter()
             model = make()
-            if features:
+            if features == "users":
+                model.fit(X[train], y[train], item_features=table, user_features=users)
+            elif features:
                 model.fit(X[train], y[train], item_features=table)
             else:
                 model.fit(X[train], y[train])
@@ -270,6 +283,15 @@ def tables(results, seeds):
                 verdict = "tie (inside 2 s.e.)" if abs(diff.mean()) <= 2 * se else (
                     "better" if sign * diff.mean() > 0 else "worse")
                 lines.append(f"- {metric}: {diff.mean():+.4f} ± {se:.4f} against {other}: {verdict}")
+        if "new users" in scenario:
+            lines += ["", f"{WITH_USERS} against {OURS} (what the attributes add), paired per seed:", ""]
+            for metric in metrics:
+                sign = -1 if metric == "RMSE" else 1
+                diff = np.array(results[WITH_USERS, scenario, metric]) - np.array(results[OURS, scenario, metric])
+                se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+                verdict = "tie (inside 2 s.e.)" if abs(diff.mean()) <= 2 * se else (
+                    "better" if sign * diff.mean() > 0 else "worse")
+                lines.append(f"- {metric}: {diff.mean():+.4f} ± {se:.4f}: {verdict}")
     return "\n".join(lines)
 
 

@@ -716,16 +716,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         the items' own factors at zero. Otherwise (features added to a
         trained model) (c, E) start at zero, so that nothing learned changes."""
         self._item_table = table
-        self._item_F, found = table.rows(self.item_ids_)
-        if not found.any():
-            raise ValueError(
-                "item_features lists none of the items in X (are its ids of another kind, strings against "
-                f"ints?): X's item ids look like {self.item_ids_[:3].tolist()}, the table's like "
-                f"{table.ids[:3].tolist()}."
-            )
-        self._feat = np.zeros((table.matrix.shape[1], self.n_factors + 1))
-        self._feat_m = np.zeros_like(self._feat)
-        self._feat_v = np.zeros_like(self._feat)
+        self._item_F, self._feat, self._feat_m, self._feat_v = self._feature_block(table, self.item_ids_, "item")
         if not fresh:
             return
         self._feat[:, 1:] = self._rng.normal(0.0, self.init_std, (len(self._feat), self.n_factors))
@@ -735,6 +726,18 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         _, _, Q = self._unpacked()
         has = np.diff(self._item_F.indptr) > 0
         Q[has] = np.asarray(self._item_F[has] @ self._feat[:, 1:])
+
+    def _feature_block(self, table, ids, side):
+        """(rows of ``ids`` in ``table``, zero parameters of its features and
+        their two Adam moments); a table that lists none of ``ids`` is an error."""
+        rows, found = table.rows(ids)
+        if not found.any():
+            raise ValueError(
+                f"{side}_features lists none of the {side}s in X (are its ids of another kind, strings against "
+                f"ints?): X's {side} ids look like {ids[:3].tolist()}, the table's like {table.ids[:3].tolist()}."
+            )
+        shape = (table.matrix.shape[1], self.n_factors + 1)
+        return rows, np.zeros(shape), np.zeros(shape), np.zeros(shape)
 
     def _feature_rows(self, F):
         """(b, Q) of items with feature rows ``F`` from the features alone."""
@@ -796,16 +799,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         parameters: the prior starts as the population's and learns what
         the attributes add."""
         self._user_table = table
-        self._user_G, found = table.rows(self.user_ids_)
-        if not found.any():
-            raise ValueError(
-                "user_features lists none of the users in X (are its ids of another kind, strings against "
-                f"ints?): X's user ids look like {self.user_ids_[:3].tolist()}, the table's like "
-                f"{table.ids[:3].tolist()}."
-            )
-        self._ufeat = np.zeros((table.matrix.shape[1], self.n_factors + 1))
-        self._ufeat_m = np.zeros_like(self._ufeat)
-        self._ufeat_v = np.zeros_like(self._ufeat)
+        self._user_G, self._ufeat, self._ufeat_m, self._ufeat_v = self._feature_block(table, self.user_ids_, "user")
 
     def _grow_user_features(self, n_users_old):
         import scipy.sparse as sp

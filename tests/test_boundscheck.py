@@ -40,16 +40,20 @@ cases = [
     (smr.EmpiricalBayesRecommender, dict(), X, y),
     (smr.MAMLFactorizationRecommender, dict(item_features=smr.FeatureTable(
         np.eye(3)[np.arange(20) % 3], ids=np.r_[np.arange(15), 999, 1000, 1001, 1002, 1003])), X, y),
+    # Users' attributes: tasks and fold-ins start from their own priors;
+    # 10**6 + 1 (recommended for below) is an unknown user the table lists.
+    (smr.MetaSGDFactorizationRecommender, dict(user_features=smr.FeatureTable(
+        np.eye(2)[np.arange(22) % 2], ids=np.r_[np.arange(20), 10**6, 10**6 + 1])), X, y),
 ]
 for cls, params, data, target in cases:
     small = {k: v for k, v in dict(n_factors=3, n_epochs=2, n_jobs=2).items() if k in cls._parameter_constraints}
-    fit_params = {k: params.pop(k) for k in list(params) if k == "item_features"}
+    fit_params = {k: params.pop(k) for k in list(params) if k in ("item_features", "user_features")}
     model = cls(**{**small, **params, "random_state": 0}).fit(data, target, **fit_params)
     new_y = None if target is None else np.resize(target, len(new))
     model.partial_fit(data[:20], None if target is None else target[:20])
     model.fold_in(new, new_y)
     assert np.isfinite(model.predict(np.vstack([data, new, [[-5, -5]]]))).all()
-    model.recommend(np.r_[data[:3, 0], 10**6, -5], n=5)
+    model.recommend(np.r_[data[:3, 0], 10**6, 10**6 + 1, -5], n=5)
     model.recommend(data[:2, 0], n=3, items=np.r_[data[:4, 1], 12345])
     print("ok", cls.__name__, params)
 
@@ -83,7 +87,7 @@ def BACKGROUND(folder):
 def test_every_kernel_path_stays_in_bounds(request, tmp_path):
     code, out, err, _ = _background.outcome(request, sys.modules[__name__], "boundscheck", tmp_path)
     assert code == 0, err[-4000:]
-    assert out.count("ok ") == 13
+    assert out.count("ok ") == 14
     assert "checked inside prange bodies" in out
 
 

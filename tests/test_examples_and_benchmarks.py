@@ -176,6 +176,11 @@ def test_speed_benchmark_and_its_pytorch_peer(tmp_path, monkeypatch, capsys):
     assert float(speed_row.split("|")[-2]) < 1e-8
     flops, nbytes = (float(cell.replace(",", "")) for cell in work_row.split("|")[3:5])
     assert flops > 0 and nbytes > 0 and "%" in work_row
+    # The features' section: one row per (T, order), rates and slowdowns.
+    speed.main(["--features-only", "--n-users", "60", "--n-items", "20", "--steps", "1", "--out", str(out)])
+    rows = [line for line in (tmp_path / "speed_features.md").read_text().splitlines() if line.startswith("| 1 |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["exact", "first"]
+    assert all(float(row.split("|")[5].strip().rstrip("x")) > 0 for row in rows)
 
     # The agreement check is a real check: a wrong analytic gradient is caught.
     X, y = make_ratings(n_users=60, n_items=30, random_state=1)

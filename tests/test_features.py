@@ -95,11 +95,10 @@ def test_feature_table_refuses_infinite_values_and_id_mismatch():
 # The meta-gradient of the features' parts
 
 
-@pytest.mark.parametrize("n_steps", [1, 2, 3])
-@pytest.mark.parametrize("loss", ["squared", "logistic", "bpr"])
-def test_feature_and_own_part_gradients_match_finite_differences(loss, n_steps):
-    # The objective with features: the query loss of the rows own + F·(c, E),
-    # plus each item's L2 penalty on its own part alone.
+def small_problem(loss, n_steps, **tables):
+    """A small model of ``loss`` with T = ``n_steps`` fitted with
+    ``tables`` (feature tables), and a meta-batch of its first 8 users:
+    (model, the kernel's data arguments up to ``offsets``, item_reg, outer)."""
     X, y = make_ratings(n_users=30, n_items=20, mean_ratings=8, min_ratings=5, random_state=1)
     if loss == "logistic":
         y = (y >= 4).astype(float)
@@ -107,16 +106,24 @@ def test_feature_and_own_part_gradients_match_finite_differences(loss, n_steps):
         X, y = X[y >= 3], None
     model = smr.MAMLFactorizationRecommender(n_factors=3, n_inner_steps=n_steps, loss=loss, n_negatives=2,
                                              inner_lr=0.5, reg=0.3, n_epochs=1, random_state=0)
-    model.fit(X, y, item_features=small_table())
-    rng = np.random.default_rng(2)
-    n_items, d = len(model._item_vocab), model.n_factors + 1
+    model.fit(X, y, **tables)
     indptr, items, ratings, weights = model._log.csr(len(model._user_vocab))
     lo, hi = support_bounds(model.n_support, np.diff(indptr))
     batch = np.arange(8, dtype=np.int64)
-    counts = (indptr[batch + 1] - indptr[batch]) * (1 + model._n_neg())
-    offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
-    item_reg = model._item_reg(items, weights)
-    outer = K.outer_settings(first_order=False, hyper=False, per_rating=True)
+    offsets = np.r_[0, np.cumsum((indptr[batch + 1] - indptr[batch]) * (1 + model._n_neg()))].astype(np.int64)
+    data = (indptr, items, ratings, weights, batch, lo, hi, 7, offsets)
+    return model, data, model._item_reg(items, weights), K.outer_settings(first_order=False, hyper=False,
+                                                                           per_rating=True)
+
+
+@pytest.mark.parametrize("n_steps", [1, 2, 3])
+@pytest.mark.parametrize("loss", ["squared", "logistic", "bpr"])
+def test_feature_and_own_part_gradients_match_finite_differences(loss, n_steps):
+    # The objective with features: the query loss of the rows own + F·(c, E),
+    # plus each item's L2 penalty on its own part alone.
+    model, data, item_reg, outer = small_problem(loss, n_steps, item_features=small_table())
+    rng = np.random.default_rng(2)
+    n_items, d = len(model._item_vocab), model.n_factors + 1
     F = model._item_F
 
     def kernel(own, feat, reg):
@@ -126,9 +133,8 @@ def test_feature_and_own_part_gradients_match_finite_differences(loss, n_steps):
         bi += part[:, 0]
         Q += part[:, 1:]
         grad, rows, pen = np.zeros_like(theta), np.empty(n_items, dtype=np.int64), np.full(n_items, np.nan)
-        value, n_rows = K.meta_batch_grad(indptr, items, ratings, weights, batch, lo, hi, 7, offsets, theta, n_items,
-                                          model._alpha(), reg, model._inner_settings(), outer, grad, np.empty(d + 1),
-                                          rows, pen, np.empty((0, d)), np.empty((0, d)))
+        value, n_rows = K.meta_batch_grad(*data, theta, n_items, model._alpha(), reg, model._inner_settings(), outer,
+                                          grad, np.empty(d + 1), rows, pen, np.empty((0, d)), np.empty((0, d)))
         return value, theta, grad, rows[:n_rows], pen
 
     own = model._theta.copy()

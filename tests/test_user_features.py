@@ -12,7 +12,8 @@ import pytest
 import sklearn_metarec as smr
 from sklearn_metarec import _kernels as K
 from sklearn_metarec.datasets import make_ratings
-from sklearn_metarec.maml import support_bounds
+
+from .test_features import small_problem
 
 
 def group_data(n_users=300, n_items=60, n_groups=3, n_rated=15, seed=0):
@@ -41,29 +42,16 @@ def small_users(n_users=30):
 def test_attribute_gradient_matches_finite_differences(loss, n_steps):
     # Task b starts from φ₀ + G_b·A; the kernel reports each task's
     # ∂loss/∂(its start), and Gᵀ of those is ∂loss/∂A.
-    X, y = make_ratings(n_users=30, n_items=20, mean_ratings=8, min_ratings=5, random_state=1)
-    if loss == "logistic":
-        y = (y >= 4).astype(float)
-    elif loss == "bpr":
-        X, y = X[y >= 3], None
-    model = smr.MAMLFactorizationRecommender(n_factors=3, n_inner_steps=n_steps, loss=loss, n_negatives=2,
-                                             inner_lr=0.5, reg=0.3, n_epochs=1, random_state=0)
-    model.fit(X, y, user_features=small_users())
+    model, data, item_reg, outer = small_problem(loss, n_steps, user_features=small_users())
     n_items, d = len(model._item_vocab), model.n_factors + 1
-    indptr, items, ratings, weights = model._log.csr(len(model._user_vocab))
-    lo, hi = support_bounds(model.n_support, np.diff(indptr))
-    batch = np.arange(8, dtype=np.int64)
-    offsets = np.r_[0, np.cumsum((indptr[batch + 1] - indptr[batch]) * (1 + model._n_neg()))].astype(np.int64)
-    item_reg = model._item_reg(items, weights)
-    outer = K.outer_settings(first_order=False, hyper=False, per_rating=True)
+    batch = data[4]
     G = model._user_G[batch]
 
     def kernel(priors, g_priors):
         grad = np.zeros_like(model._theta)
-        value, _ = K.meta_batch_grad(indptr, items, ratings, weights, batch, lo, hi, 7, offsets, model._theta,
-                                     n_items, model._alpha(), item_reg, model._inner_settings(), outer, grad,
-                                     np.empty(d + 1), np.empty(n_items, dtype=np.int64), np.empty(n_items),
-                                     priors, g_priors)
+        value, _ = K.meta_batch_grad(*data, model._theta, n_items, model._alpha(), item_reg,
+                                     model._inner_settings(), outer, grad, np.empty(d + 1),
+                                     np.empty(n_items, dtype=np.int64), np.empty(n_items), priors, g_priors)
         return value, grad
 
     # Every task at φ₀ is the kernel without priors, and the tasks' parts sum to ∂/∂φ₀.
