@@ -84,8 +84,12 @@ def test_new_users_get_the_prior_of_their_attributes(cls):
     X, y, table, new, genre = group_data()
     # 40 epochs of 10 batches: the attributes' rows move by at most
     # meta_lr per Adam step, and at 15 epochs they had moved too little.
-    with_attributes = cls(n_epochs=40, random_state=0).fit(X, y, user_features=table)
-    without = cls(n_epochs=40, random_state=0).fit(X, y)
+    # A group's taste is in the prior's factors, which the attributes
+    # learn only as p₀ is learned.
+    with_attributes = cls(n_epochs=40, prior_factors="learned", random_state=0).fit(X, y, user_features=table)
+    without = cls(n_epochs=40, prior_factors="learned", random_state=0).fit(X, y)
+    bias_only = cls(n_epochs=40, random_state=0).fit(X, y, user_features=table)
+    assert not bias_only._ufeat[:, 1:].any() and bias_only._ufeat[:, 0].any()
     ids, scores = with_attributes.recommend(new, n=10)
     # Before any rating, each new user's list is its group's genre (chance: 1/3).
     assert np.mean(genre[ids] == np.arange(3)[:, None]) > 0.9
