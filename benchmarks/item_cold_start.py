@@ -63,8 +63,11 @@ def item_table(data):
 
 
 def user_table(data):
-    """Age bracket, gender and occupation, one row per user id."""
+    """Age bracket, gender and occupation, one row per user id (None
+    without a users file)."""
     users = data.user_features
+    if users is None:
+        return None
     bracket = np.digitize(users.age, [18, 25, 35, 45, 50, 56])
     return FeatureTable(pd.DataFrame({"age": bracket.astype(str), "gender": users.gender,
                                       "occupation": users.occupation}, index=users.user_id))
@@ -237,6 +240,8 @@ def run(data, seeds, k):
     for seed in seeds:
         train, support, masks, new_items = split(X, y, seed, k)
         for name, (make, features) in methods().items():
+            if features == "users" and users is None:
+                continue
             start = time.perf_counter()
             model = make()
             if features == "users":
@@ -260,7 +265,7 @@ def run(data, seeds, k):
 
 
 def tables(results, seeds):
-    names = list(methods())
+    names = [name for name in methods() if (name, "fit", "seconds") in results]
     lines = ["", "Fit time (s, mean over seeds, the same process): " + "; ".join(
         f"{name} {np.mean(results[name, 'fit', 'seconds']):.1f}" for name in names) + "."]
     for scenario in SCENARIOS:
@@ -283,7 +288,7 @@ def tables(results, seeds):
                 verdict = "tie (inside 2 s.e.)" if abs(diff.mean()) <= 2 * se else (
                     "better" if sign * diff.mean() > 0 else "worse")
                 lines.append(f"- {metric}: {diff.mean():+.4f} ± {se:.4f} against {other}: {verdict}")
-        if "new users" in scenario:
+        if "new users" in scenario and WITH_USERS in names:
             lines += ["", f"{WITH_USERS} against {OURS} (what the attributes add), paired per seed:", ""]
             for metric in metrics:
                 sign = -1 if metric == "RMSE" else 1

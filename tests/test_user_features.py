@@ -13,6 +13,7 @@ import sklearn_metarec as smr
 from sklearn_metarec import _kernels as K
 from sklearn_metarec.datasets import make_ratings
 
+from ._reference import central_difference
 from .test_features import small_problem
 
 
@@ -67,14 +68,9 @@ def test_attribute_gradient_matches_finite_differences(loss, n_steps):
     g_tasks = np.empty((len(batch), d))
     kernel(phi0 + np.asarray(G @ A), g_tasks)
     analytic = np.asarray(G.T @ g_tasks)
-    eps = 1e-6
-    numeric = np.empty_like(A)
-    for index in np.ndindex(A.shape):
-        up, down = A.copy(), A.copy()
-        up[index] += eps
-        down[index] -= eps
-        numeric[index] = (kernel(phi0 + np.asarray(G @ up), np.empty((0, d)))[0]
-                          - kernel(phi0 + np.asarray(G @ down), np.empty((0, d)))[0]) / (2 * eps)
+    numeric = central_difference(
+        lambda a: kernel(phi0 + np.asarray(G @ a.reshape(A.shape)), np.empty((0, d)))[0], A.ravel()
+    ).reshape(A.shape)
     assert np.abs(analytic).max() > 1e-3
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
 
