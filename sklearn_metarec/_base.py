@@ -812,8 +812,10 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         features, their attributes' part."""
         d = self.n_factors + 1
         priors = np.tile(self._theta[1 : 1 + d], (len(codes), 1))
-        if getattr(self, "_user_G", None) is not None:
-            priors += np.asarray(self._user_G[codes] @ self._ufeat)
+        G = getattr(self, "_user_G", None)
+        if G is not None:
+            K.add_rows_times(G.indptr, G.indices, G.data, np.ascontiguousarray(codes, dtype=np.int64),
+                             self._ufeat, priors)
         return priors
 
     def _serving_users(self, user_ids, codes):

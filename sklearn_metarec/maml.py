@@ -688,10 +688,11 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         item_reg = self._item_reg(items, weights)
         features = getattr(self, "_item_F", None) is not None
         attributes = getattr(self, "_user_G", None) is not None
-        g_feat = g_ufeat = None
+        g_feat = None
+        g_ufeat = np.empty_like(self._ufeat) if attributes else None
 
         def batch_grad(batch, offsets, hyper):
-            nonlocal g_feat, g_ufeat
+            nonlocal g_feat
             outer = K.outer_settings(first_order=self.first_order, hyper=hyper,
                                      per_rating=self.task_weighting == "ratings")
             priors, g_priors = self._task_priors(batch)
@@ -705,7 +706,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
                 loss += correction
             if attributes:
                 # The chain rule from each task's prior to its user's attributes.
-                g_ufeat = np.asarray(self._user_G[batch].T @ g_priors)
+                G = self._user_G
+                K.rows_transpose_times(G.indptr, G.indices, G.data, batch, g_priors, g_ufeat)
             return loss, n_rows
 
         order, hyper_order = self._hyper_split(order)

@@ -70,7 +70,8 @@ they live, never copied:
 * ``serving``: fold-in, the baselines' exact user solves, prediction,
   top-n;
 * ``sgd``: the factorization baseline's SGD epoch;
-* ``features``: the chain rule into item features' parts.
+* ``features``: the chain rule into item features' parts and users'
+  attributes' parts.
 
 Numba's cache notices only edits to a cached function's own file, so the
 cache of all kernels is keyed on a hash of every module's source (see
@@ -86,7 +87,7 @@ task order for the same reason.
 """
 
 from .batches import meta_batch_grad, reptile_batch
-from .features import own_part_grads
+from .features import add_rows_times, own_part_grads, rows_transpose_times
 from .maths import inner_settings, outer_settings, reptile_settings, unpack
 from .optim import adam_rows, adam_step, step_rows
 from .sampling import sample_tasks

@@ -43,3 +43,34 @@ def own_part_grads(F_indptr, F_indices, F_data, feat, theta, n_items, rows, pen_
             correction += 0.5 * p * (own * own - q * q)
             g_Q[i, a - 1] -= p * part[a]
     return correction
+
+
+# User attributes: a batch's rows of the attribute matrix G (CSR) times the
+# attributes' parameters A, and back. scipy's row slicing of G cost more per
+# meta-batch than the batch's maths.
+
+
+@jit()
+def add_rows_times(G_indptr, G_indices, G_data, codes, A, out):
+    """``out[b]`` += G[codes[b]]·A, the attributes' part of user codes[b]'s prior."""
+    for b in range(codes.shape[0]):
+        u = codes[b]
+        for e in range(G_indptr[u], G_indptr[u + 1]):
+            x = G_data[e]
+            j = G_indices[e]
+            for a in range(A.shape[1]):
+                out[b, a] += x * A[j, a]
+
+
+@jit()
+def rows_transpose_times(G_indptr, G_indices, G_data, codes, g, out):
+    """``out`` ← Σ_b G[codes[b]]ᵀ g[b], the chain rule from the tasks' priors
+    to the attributes' parameters."""
+    out[:, :] = 0.0
+    for b in range(codes.shape[0]):
+        u = codes[b]
+        for e in range(G_indptr[u], G_indptr[u + 1]):
+            x = G_data[e]
+            j = G_indices[e]
+            for a in range(g.shape[1]):
+                out[j, a] += x * g[b, a]
