@@ -54,6 +54,7 @@ def grad_only(model, users, repeat):
                          per_rating=model.task_weighting == "ratings"), grad,
         np.empty(model.n_factors + 2), np.empty(len(model.item_ids_), dtype=np.int64),
         np.empty(len(model.item_ids_)), np.empty((0, model.n_factors + 1)), np.empty((0, model.n_factors + 1)),
+        *K.no_context(model.n_factors + 1),
     )
     best = np.inf
     for _ in range(repeat + 1):

@@ -93,7 +93,8 @@ class Problem:
                                  K.outer_settings(first_order=first_order, hyper=False,
                                                   per_rating=self.per_rating), grad,
                                  np.empty(len(self.alpha) + 1), self.rows, np.empty(self.n_items),
-                                 np.empty((0, len(self.alpha))), np.empty((0, len(self.alpha))))
+                                 np.empty((0, len(self.alpha))), np.empty((0, len(self.alpha))),
+                                 *K.no_context(len(self.alpha)))
         return loss, grad
 
     def tasks(self, users, seed=7):

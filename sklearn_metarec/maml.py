@@ -598,7 +598,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
                 loss, _ = K.meta_batch_grad(
                     indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
                     self._alpha(), no_penalty, self._inner_settings(), outer, grad, grad_hyper, rows,
-                    np.empty(n_items), *self._task_priors(batch),
+                    np.empty(n_items), *self._task_priors(batch), *K.no_context(self.n_factors + 1),
                 )
             total += loss * offsets[-1]
             weight += offsets[-1]
@@ -699,7 +699,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             loss, n_rows = K.meta_batch_grad(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
                 self._alpha(), item_reg, self._inner_settings(), outer, grad, grad_hyper, rows, pen_rows,
-                priors, g_priors,
+                priors, g_priors, *K.no_context(d),
             )
             if features:
                 g_feat, correction = self._own_part_grads(grad, rows[:n_rows], pen_rows)
@@ -749,7 +749,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             indptr, items, ratings, weights, np.ascontiguousarray(users), np.ascontiguousarray(keys),
             getattr(self, "_serve_seed", 0),
             self._theta, len(self._item_vocab), self._alpha(), self._inner_settings(), out,
-            self._task_priors(keys)[0],
+            self._task_priors(keys)[0], *K.no_context(self.n_factors + 1)[:2],
         )
         return out
 

@@ -101,7 +101,7 @@ d, n_items = 4, 3
 K.adapt_users(np.array([0, 2], dtype=np.int64), np.array([0, 2], dtype=np.int64), np.ones(2), np.ones(2),
               np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), 0, np.zeros(1 + d + n_items * d),
               n_items, np.full(d, 0.3), K.inner_settings(lam=0.0, kappa=0.0, n_steps=1, logistic=False, n_neg=0),
-              np.empty((1, d)), np.empty((0, d)))
+              np.empty((1, d)), np.empty((0, d)), *K.no_context(d)[:2])
 
 X, y = make_ratings(n_users=30, n_items=15, mean_ratings=6, min_ratings=3, random_state=0)
 new = np.column_stack([np.repeat([10**6], 3), X[:3, 1]])

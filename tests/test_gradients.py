@@ -58,7 +58,7 @@ def kernel_grad(p, users, seed, lam, reg, n_steps, first_order, hyper=False, los
                          pairwise=loss == "bpr"),
         K.outer_settings(first_order=first_order, hyper=hyper, per_rating=per_rating),
         grad, grad_hyper, np.empty(p["n_items"], dtype=np.int64), np.empty(p["n_items"]),
-        np.empty((0, p["d"])), np.empty((0, p["d"])),
+        np.empty((0, p["d"])), np.empty((0, p["d"])), *K.no_context(p["d"]),
     )
     tasks = tasks_of(p, users, seed, n_neg)
     if hyper:

@@ -101,7 +101,7 @@ def test_adapt_users_matches_reference(problem, loss, n_neg):
         K.adapt_users(p["indptr"], p["items"], p["ratings"], p["weights"], order, keys, 5, p["theta"],
                       p["n_items"], p["alpha"],
                       K.inner_settings(lam=0.05, kappa=1.5, n_steps=4, logistic=loss == "logistic", n_neg=n_neg),
-                      out, np.empty((0, p["d"])))
+                      out, np.empty((0, p["d"])), *K.no_context(p["d"])[:2])
         return out
 
     out = adapt(users, users)
@@ -241,7 +241,7 @@ def test_meta_gradient_writes_only_the_batch_rows(problem):
                                     K.inner_settings(lam=0.05, kappa=2.0, n_steps=2, logistic=False, n_neg=0),
                                     K.outer_settings(first_order=False, hyper=False, per_rating=True),
                                     grad, np.empty(p["d"] + 1), rows, np.empty(p["n_items"]),
-                                    np.empty((0, p["d"])), np.empty((0, p["d"])))
+                                    np.empty((0, p["d"])), np.empty((0, p["d"])), *K.no_context(p["d"]))
         return grad, n
 
     dense, n = grad_from(np.zeros_like(p["theta"]))

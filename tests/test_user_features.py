@@ -52,7 +52,8 @@ def test_attribute_gradient_matches_finite_differences(loss, n_steps):
         grad = np.zeros_like(model._theta)
         value, _ = K.meta_batch_grad(*data, model._theta, n_items, model._alpha(), item_reg,
                                      model._inner_settings(), outer, grad, np.empty(d + 1),
-                                     np.empty(n_items, dtype=np.int64), np.empty(n_items), priors, g_priors)
+                                     np.empty(n_items, dtype=np.int64), np.empty(n_items), priors, g_priors,
+                                     *K.no_context(d))
         return value, grad
 
     # Every task at φ₀ is the kernel without priors, and the tasks' parts sum to ∂/∂φ₀.
@@ -114,7 +115,8 @@ def test_fold_in_starts_a_listed_new_user_from_its_attributes_prior():
     expected = np.empty((1, d))
     K.adapt_users(indptr, items, np.array([4.0, 2.0]), np.ones(2), np.zeros(1, dtype=np.int64),
                   np.zeros(1, dtype=np.int64), 0, model._theta, len(model._item_vocab), model._alpha(),
-                  model._inner_settings(), expected, model._user_priors(model._user_vocab.lookup(new[1:2])))
+                  model._inner_settings(), expected, model._user_priors(model._user_vocab.lookup(new[1:2])),
+                  *K.no_context(d)[:2])
     code = model._user_vocab.lookup(new[1:2])[0]
     np.testing.assert_allclose(model._users[code], expected[0], rtol=1e-12)
     # The same ratings from an unlisted user start from φ₀ instead.

@@ -55,6 +55,13 @@ The model is biased matrix factorization,
       ∂/∂α −= v_{t+1} ⊙ g(φ_t),      ∂/∂λ −= 2 ṽᵀ φ_t;
   the first-order variant uses v_T in place of every v_{t+1}.
   Memory per task is the T+1 iterates φ_t: O(T·d).
+* Context (a factorization machine's pairwise terms). A rating in context
+  c, with parameters (b_c, e_c), scores r̂ + b_c + q_iᵀe_c + p_uᵀe_c: still
+  linear in φ, with x = (1, q_i + e_c) and c gaining b_c + q_iᵀe_c (a BPR
+  pair shares its context, so only (q_p − q_n)ᵀe_c remains). The reverse
+  pass is unchanged in x and c; per entry, the gradients G_c and G_x with
+  respect to its c and x give ∂/∂b_c = G_c, ∂/∂e_c = G_c q_i + G_x (no G_x
+  for a pair) and an extra G_c e_c for q_i.
 
 Layout
 ------
@@ -86,6 +93,8 @@ not depend on the number of threads; item gradients are reduced serially in
 task order for the same reason.
 """
 
+import numpy as np
+
 from .batches import meta_batch_grad, reptile_batch
 from .features import add_rows_times, own_part_grads, rows_transpose_times
 from .maths import inner_settings, outer_settings, reptile_settings, unpack
@@ -95,7 +104,16 @@ from .serving import adapt_users, logistic_users, predict, ridge_users, top_n
 from .sgd import sgd_epoch
 
 __all__ = [
-    "adam_rows", "adam_step", "adapt_users", "inner_settings", "logistic_users", "meta_batch_grad",
-    "outer_settings", "own_part_grads", "predict", "reptile_batch", "reptile_settings", "ridge_users", "sample_tasks",
-    "sgd_epoch", "step_rows", "top_n", "unpack",
+    "adam_rows", "adam_step", "adapt_users", "add_rows_times", "inner_settings", "logistic_users",
+    "meta_batch_grad", "no_context", "outer_settings", "own_part_grads", "predict", "reptile_batch",
+    "reptile_settings", "ridge_users", "rows_transpose_times", "sample_tasks", "sgd_epoch", "step_rows", "top_n",
+    "unpack",
 ]
+
+
+def no_context(d):
+    """The context arguments of ``meta_batch_grad`` (codes, parameters, their
+    gradient) for ratings without context; ``adapt_users`` takes the first
+    two. Empty arrays of the types the estimators pass, so that one
+    compiled specialization serves both."""
+    return np.empty(0, dtype=np.int64), np.empty((0, d)), np.empty((0, d))

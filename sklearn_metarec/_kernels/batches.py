@@ -6,7 +6,7 @@ from numba import prange
 
 from ._jit import jit
 from .maths import _loss_terms, _scratch, _support_norm, _task_meta_grad, _terms_weight, unpack
-from .sampling import _build_task, _task_buffers
+from .sampling import _build_task, _entry_contexts, _task_buffers
 
 
 @jit()
@@ -100,10 +100,33 @@ def _item_groups(t_items, offsets, ends, rows):
     return entries, starts, task_of, n_rows
 
 
+@jit()
+def _context_grads(t_items, t_ctx, task_of, scales, bi, Q, off, pointwise, g_item, g_off):
+    """From each entry's gradients with respect to its c-part (G_c) and its
+    X row (G_X), penalty apart: ``g_off`` ← the contexts' gradient, and
+    the items' rows of ``g_item`` gain the part through c = … + q_i·e_c.
+    With c = μ + b_i + b_c + q_i·e_c and X = (1, q_i + e_c) (a pair: no
+    e_c in X): ∂/∂b_c = G_c, ∂/∂e_c = G_c q_i (+ G_X), ∂/∂q_i = G_X + G_c e_c.
+    Serial in entry order, so the sums do not depend on the thread count."""
+    d = off.shape[1]
+    g_off[:, :] = 0.0
+    for p in range(t_items.shape[0]):
+        i = t_items[p]
+        c = t_ctx[p]
+        s = scales[task_of[p]]
+        pen = g_item[p, d]
+        g_c = g_item[p, 0] - pen * bi[i]
+        g_off[c, 0] += s * g_c
+        for f in range(d - 1):
+            x_part = g_item[p, 1 + f] - pen * Q[i, f] if pointwise else 0.0
+            g_off[c, 1 + f] += s * (g_c * Q[i, f] + x_part)
+            g_item[p, 1 + f] += g_c * off[c, 1 + f]
+
+
 @jit(parallel=True)
 def meta_batch_grad(
     indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets, theta, n_items,
-    alpha, item_reg, inner, outer, grad, grad_hyper, rows, pen_rows, phi_tasks, g_tasks,
+    alpha, item_reg, inner, outer, grad, grad_hyper, rows, pen_rows, phi_tasks, g_tasks, ctxs, off, g_off,
 ):
     """Mean query loss of a meta-batch of users and its meta-gradient.
 
@@ -123,7 +146,10 @@ def meta_batch_grad(
     penalty onto the item's own part). With user features, ``phi_tasks[b]``
     is task b's own prior (φ₀ plus its attributes' part) and ``g_tasks[b]``
     ← the task's scaled ∂loss/∂(its prior), for the chain rule into the
-    attributes' parameters; both have 0 rows otherwise. Returns (loss, n).
+    attributes' parameters; both have 0 rows otherwise. With context,
+    ``ctxs`` holds each rating's context code (by log position) and ``off``
+    the codes' parameters (b_c, e_c) (see ``maths._gather``); ``g_off`` ←
+    ∂loss/∂off. ``off`` and ``g_off`` have 0 rows otherwise. Returns (loss, n).
     """
     n_steps = inner.n_steps
     first_order, hyper, per_rating = outer
@@ -133,6 +159,8 @@ def meta_batch_grad(
     n_tasks = users.shape[0]
     total = offsets[n_tasks]
     t_items, t_y, t_w, perm = _task_buffers(total)
+    context = off.shape[0] > 0
+    t_ctx = np.empty(total if context else 0, dtype=np.int64)
     g_item = _zeros((total, d + 1))  # column d: the penalty's coefficient
     g_phi = _zeros((n_tasks, d))
     g_mu = _zeros(n_tasks)
@@ -157,10 +185,14 @@ def meta_batch_grad(
             hi = offsets[b + 1]
             n_sup = _build_task(indptr, items, ratings, weights, u, u, sup_lo[u], sup_hi[u], seed,
                                 n_items, inner.n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], perm[lo:hi])
+            if context:
+                n_rated = (hi - lo) // (1 + inner.n_neg)
+                _entry_contexts(perm[lo:hi], n_rated, n_sup // (1 + inner.n_neg), inner.n_neg, ctxs, t_ctx[lo:hi])
             start = phi_tasks[b] if phi_tasks.shape[0] else phi0
             losses[b], g_mu[b], g_hyper[b, d] = _task_meta_grad(
                 n_sup, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], mu, start, bi, Q, alpha, item_reg, inner,
                 first_order, hyper, g_item[lo:hi], g_phi[b], g_hyper[b, :d], work,
+                t_ctx[lo:hi], off,
             )
             w_query[b] = _terms_weight(t_w[lo:hi], n_sup, hi - lo - n_sup, inner.n_neg, inner.pairwise)
     # (μ, φ₀, α, λ) serially in task order: identical for any thread count.
@@ -192,6 +224,8 @@ def meta_batch_grad(
     # Item rows one at a time per thread, each summed in entry order, so the
     # result does not depend on the thread count.
     entries, starts, task_of, n_rows = _item_groups(t_items, offsets, offsets[1:], rows)
+    if context:
+        _context_grads(t_items, t_ctx, task_of, scales, bi, Q, off, not inner.pairwise, g_item, g_off)
     if total * d < SERIAL_REDUCTION:
         for r in range(n_rows):
             _sum_row(rows[r], entries, starts[r], starts[r + 1], task_of, scales, g_item, g_bi, g_Q)

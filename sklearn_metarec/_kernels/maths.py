@@ -135,7 +135,7 @@ def _scratch(m, d, n_steps):
 
 
 @jit()
-def _gather(lo, m, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, row):
+def _gather(lo, m, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, row, t_ctx, off):
     """Lay out the terms of the task segment ``[lo, lo + m)`` as rows
     ``row, row + 1, ...`` of plain arrays, so that the loops over terms
     read one contiguous row each (through helper calls and row views they
@@ -145,7 +145,11 @@ def _gather(lo, m, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, row)
     (c, target, weight), a pair's target being 1 and its weight its
     negative's (its positive's weight, or 0 when the user rated every item
     and no negative exists); ``ends[t]`` holds its entries (p, n), n = −1
-    for a pointwise term. Returns (number of terms, their total weight)."""
+    for a pointwise term. With context (``off`` has rows), entry p's context
+    has parameters (b_c, e_c) = ``off[t_ctx[p]]``: its score gains
+    b_c + q_i·e_c + φ·e_c, so X[t] = (1, q_i + e_c) and c gains b_c + q_i·e_c
+    (a pair's entries share their context: only (q_p − q_n)·e_c remains).
+    Returns (number of terms, their total weight)."""
     d = X.shape[1]
     nt = _n_terms(m, inner.n_neg, inner.pairwise)
     total = 0.0
@@ -160,6 +164,12 @@ def _gather(lo, m, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, row)
             for f in range(d - 1):
                 X[r, 1 + f] = Q[i, f]
             cyw[r, 0] = mu + bi[i]
+            if off.shape[0]:
+                c = t_ctx[p]
+                cyw[r, 0] += off[c, 0]
+                for f in range(d - 1):
+                    X[r, 1 + f] += off[c, 1 + f]
+                    cyw[r, 0] += Q[i, f] * off[c, 1 + f]
             cyw[r, 1] = ratings[p]
             cyw[r, 2] = weights[p]
         else:
@@ -168,6 +178,10 @@ def _gather(lo, m, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, row)
             for f in range(d - 1):
                 X[r, 1 + f] = Q[i, f] - Q[j, f]
             cyw[r, 0] = bi[i] - bi[j]
+            if off.shape[0]:
+                c = t_ctx[p]
+                for f in range(d - 1):
+                    cyw[r, 0] += X[r, 1 + f] * off[c, 1 + f]
             cyw[r, 1] = 1.0
             cyw[r, 2] = weights[n]
         total += cyw[r, 2]
@@ -201,12 +215,12 @@ def _inner_loop(phis, nt, X, cyw, ws, alpha, inner, slopes, g):
 
 
 @jit()
-def _adapt(n_sup, items, ratings, weights, mu, bi, Q, inner, alpha, phi0, out):
+def _adapt(n_sup, items, ratings, weights, mu, bi, Q, inner, alpha, phi0, out, t_ctx, off):
     """``out`` ← φ_T adapted from ``phi0`` on the first ``n_sup`` entries
-    of a task (serving's fold-in)."""
+    of a task (serving's fold-in), in their contexts (see ``_gather``)."""
     X, cyw, ends, slopes, phis, vecs = _scratch(n_sup, phi0.shape[0], inner.n_steps)
     zero = np.int64(0)  # a literal 0 would compile a specialization of its own
-    nt, w_s = _gather(zero, n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, zero)
+    nt, w_s = _gather(zero, n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, zero, t_ctx, off)
     phis[0, :] = phi0
     _inner_loop(phis, nt, X, cyw, _with_prior(w_s, inner), alpha, inner, slopes, vecs[0])
     out[:] = phis[inner.n_steps]
@@ -215,7 +229,7 @@ def _adapt(n_sup, items, ratings, weights, mu, bi, Q, inner, alpha, phi0, out):
 @jit(fastmath=REORDER_SUMS)
 def _task_meta_grad(
     n_sup, items, ratings, weights, mu, phi0, bi, Q, alpha, item_reg, inner,
-    first_order, hyper, g_item, g_phi0, g_alpha, work,
+    first_order, hyper, g_item, g_phi0, g_alpha, work, t_ctx, off,
 ):
     """Query loss of one task and its meta-gradient.
 
@@ -226,6 +240,10 @@ def _task_meta_grad(
     uses v_T for every step. ``work`` is a :func:`_scratch` for at least the
     task's length. If ``g_item`` has a column d, it receives the coefficient
     2wβ_i of the item's L2 penalty, whose gradient is that times (b_i, q_i).
+    With context (``t_ctx``, ``off``: see ``_gather``), ``g_item[j, 0]`` and
+    ``g_item[j, 1:d]`` are, apart from the penalty, the gradients with
+    respect to entry j's c-part and its X row; ``meta_batch_grad`` turns
+    them into the item's and the context's.
     Returns (loss, ∂loss/∂μ, ∂loss/∂λ).
     """
     lam, n_steps, logistic = inner.lam, inner.n_steps, inner.logistic
@@ -234,14 +252,14 @@ def _task_meta_grad(
     k = d - 1
     m = items.shape[0]
     zero = np.int64(0)  # a literal 0 would compile a specialization of its own
-    ns, w_s = _gather(zero, n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, zero)
+    ns, w_s = _gather(zero, n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, zero, t_ctx, off)
     ws = _with_prior(w_s, inner)
     phis[0, :] = phi0
     _inner_loop(phis, ns, X, cyw, ws, alpha, inner, slopes, vecs[0])
 
     # Query loss and its direct gradients at φ_T. Each item of a term pays
     # its L2 penalty β_i (b_i² + ‖q_i‖²) with the term's weight.
-    nq, wq = _gather(n_sup, m - n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, ns)
+    nq, wq = _gather(n_sup, m - n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, ns, t_ctx, off)
     v = vecs[1]
     v[:] = 0.0
     loss = 0.0

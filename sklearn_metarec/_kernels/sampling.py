@@ -112,15 +112,39 @@ def _build_task(indptr, items, ratings, weights, u, key, s_lo, s_hi, seed, n_ite
 
 
 @jit()
-def _history_task(indptr, items, ratings, weights, u, key, seed, n_items, n_neg):
+def _entry_contexts(perm, n, s, n_neg, ctxs, t_ctx):
+    """``t_ctx`` ← the context code of each entry of a task that
+    ``_build_task`` laid out from ``n`` ratings with support size ``s``
+    (``perm[a]``: the log position of its a-th rating): a rating's own code
+    (``ctxs`` by log position), and for a sampled negative its positive's,
+    as if the user had met the other item in the same context."""
+    m_sup = s * (1 + n_neg)
+    for a in range(n):
+        c = ctxs[perm[a]]
+        if a < s:
+            t_ctx[a] = c
+            first = s + a * n_neg
+        else:
+            t_ctx[m_sup + a - s] = c
+            first = m_sup + n - s + (a - s) * n_neg
+        for b in range(n_neg):
+            t_ctx[first + b] = c
+
+
+@jit()
+def _history_task(indptr, items, ratings, weights, u, key, seed, n_items, n_neg, ctxs):
     """User ``u``'s whole history as one support set (with its negatives,
     keyed by (seed, key)), as serving adapts a user: (items, targets,
-    weights, support length)."""
+    weights, context codes, support length). The codes are those of
+    ``ctxs`` (by log position) when it has entries."""
     n = indptr[u + 1] - indptr[u]
     t_items, t_y, t_w, perm = _task_buffers(n * (1 + n_neg))
     s = _build_task(indptr, items, ratings, weights, u, key, n, n, seed, n_items, n_neg,
                     t_items, t_y, t_w, perm)
-    return t_items, t_y, t_w, s
+    t_ctx = np.zeros(n * (1 + n_neg), dtype=np.int64)
+    if ctxs.shape[0]:
+        _entry_contexts(perm, n, n, n_neg, ctxs, t_ctx)
+    return t_items, t_y, t_w, t_ctx, s
 
 
 @jit()

@@ -12,18 +12,21 @@ from .sampling import _history_task
 
 
 @jit(parallel=True)
-def adapt_users(indptr, items, ratings, weights, users, keys, seed, theta, n_items, alpha, inner, out, starts):
+def adapt_users(indptr, items, ratings, weights, users, keys, seed, theta, n_items, alpha, inner, out, starts,
+                ctxs, off):
     """``out[b]`` ← φ_T of user ``users[b]`` adapted on all its ratings
     (and, with ``inner.n_neg``, negatives keyed by (seed, keys[b])), from
     ``starts[b]`` (its prior given its attributes), or from φ₀ when
-    ``starts`` has 0 rows."""
+    ``starts`` has 0 rows; each rating in its context (``ctxs`` by log
+    position, ``off`` the contexts' parameters), when ``off`` has rows."""
     d = alpha.shape[0]
     mu = theta[0]
     phi0, bi, Q = unpack(theta, n_items, d)
     for b in prange(users.shape[0]):
-        t_items, t_y, t_w, s = _history_task(indptr, items, ratings, weights, users[b], keys[b], seed, n_items,
-                                             inner.n_neg)
-        _adapt(s, t_items, t_y, t_w, mu, bi, Q, inner, alpha, starts[b] if starts.shape[0] else phi0, out[b])
+        t_items, t_y, t_w, t_ctx, s = _history_task(indptr, items, ratings, weights, users[b], keys[b], seed,
+                                                    n_items, inner.n_neg, ctxs)
+        _adapt(s, t_items, t_y, t_w, mu, bi, Q, inner, alpha, starts[b] if starts.shape[0] else phi0, out[b],
+               t_ctx, off)
 
 
 @jit()
@@ -106,8 +109,8 @@ def logistic_users(indptr, items, ratings, weights, users, keys, seed, theta, n_
     mu = theta[0]
     _, bi, Q = unpack(theta, n_items, d)
     for b in prange(users.shape[0]):
-        t_items, t_y, t_w, _ = _history_task(indptr, items, ratings, weights, users[b], keys[b], seed, n_items,
-                                             n_neg)
+        t_items, t_y, t_w, _, _ = _history_task(indptr, items, ratings, weights, users[b], keys[b], seed, n_items,
+                                                n_neg, np.empty(0, dtype=np.int64))
         m = t_items.shape[0]
         wsum = t_w.sum()
         phi = np.zeros(d)
