@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _kernels as K
 from ._kernels._jit import first_use_notice
+from ._context import context_codes, context_row, fit_context, transform_context
 from ._features import check_features
 from ._data import (
     ContextColumnsIgnoredWarning,
@@ -307,7 +308,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         users, items, n_columns = check_ids(X)
         if reset:
             validate_data(self, X, reset=True, skip_check_array=True)
-        if reset and n_columns > 2:
+        if reset and n_columns > 2 + len(getattr(self, "context_columns", None) or ()):
             warnings.warn(
                 f"X has {n_columns} columns; only the first two (user id, item id) "
                 "are used. Further columns are reserved for context features.",
@@ -369,15 +370,19 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             self._validate_params()
             self._validated = key
         now = self._structural_params()
-        for name, fitted in self._structure.items():
-            if now[name] != fitted:
+        for name in {**self._structure, **now}:
+            if now.get(name) != self._structure.get(name):
                 raise ValueError(
-                    f"{name} was {fitted!r} when the model was fitted and is now {now[name]!r}; "
+                    f"{name} was {self._structure.get(name)!r} when the model was fitted and is now "
+                    f"{now.get(name)!r}; "
                     f"it fixes the model's structure, so call fit to change it."
                 )
 
     def _structural_params(self):
-        return {"n_factors": self.n_factors, "loss": getattr(self, "loss", "squared")}
+        params = {"n_factors": self.n_factors, "loss": getattr(self, "loss", "squared")}
+        if getattr(self, "context_columns", None) is not None:
+            params["context_columns"] = tuple(self.context_columns)
+        return params
 
     def _prepare(self, X, y, sample_weight, reset):
         """Validate a fit-like call; ``reset`` (fit, or a first partial_fit)
@@ -428,7 +433,8 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
     def _start(self, rng):
         for name in ("_theta", "_user_buf", "_adam_m", "_adam_v", "_adam_v_items", "_adam_row_steps",
                      "loss_curve_", "_item_table", "_item_F", "_feat", "_feat_m", "_feat_v",
-                     "_user_table", "_user_G", "_ufeat", "_ufeat_m", "_ufeat_v"):
+                     "_user_table", "_user_G", "_ufeat", "_ufeat_m", "_ufeat_v",
+                     "_ctx_names", "_ctx_combos", "_ctx_mean", "_ctx_E", "_ctx_m", "_ctx_v"):
             self.__dict__.pop(name, None)  # a refit starts from scratch
         self._rng = rng
         self._structure = self._structural_params()
@@ -442,12 +448,13 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             self._serve_seed = int(rng.randint(np.iinfo(np.int64).max, dtype=np.int64))
         self.n_iter_ = 0
 
-    def _add_ratings(self, users, items, y, w, new_items):
+    def _add_ratings(self, users, items, y, w, new_items, ctx=None):
         """Encode and log ratings, growing the vocabularies and parameters.
 
         New items get zero parameters (``new_items="zeros"``, which predicts
         exactly as an unknown item does) or a random start for training.
-        Returns the codes of the users touched and the coded ratings.
+        ``ctx``: each rating's context code, logged with it. Returns the
+        codes of the users touched and the coded ratings.
         """
         n_users_old = len(self._user_vocab)
         n_items_old = len(self._item_vocab)
@@ -488,8 +495,9 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         if getattr(self, "_user_G", None) is not None and n_users > n_users_old:
             self._grow_user_features(n_users_old)
         self._user_buf[n_users_old:n_users] = self._user_priors(np.arange(n_users_old, n_users))
-        self._log.append(u, i, y, w)
-        return np.unique(u), (u, i, y, w), n_users_old
+        extra = () if ctx is None else (ctx,)
+        self._log.append(u, i, y, w, *extra)
+        return np.unique(u), (u, i, y, w, *extra), n_users_old
 
     def _refresh_users(self, users, fresh=None, n_users_old=None):
         """Recompute the parameters of ``users`` from their whole history.
@@ -498,8 +506,8 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         the full log is not re-sorted: this keeps fold-in of a new user cheap.
         """
         if fresh is not None and users.min() >= n_users_old:
-            u, i, y, w = fresh
-            csr = csr_by_user(u - n_users_old, i, y, w, len(users))
+            u, i, y, w, *extra = fresh
+            csr = csr_by_user(u - n_users_old, i, y, w, len(users), *extra)
             local = users - n_users_old
         elif 4 * len(users) < len(self._user_vocab):
             # A few users: their ratings alone, without re-sorting the log.
@@ -515,7 +523,8 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         with numba_threads(self.n_jobs, work):
             # ``users`` (the global codes) key each user's sampled negatives,
             # so a user's fold-in does not depend on who is folded in with it.
-            rows = self._solve_users(*csr, local, users)
+            indptr, items, ratings, weights, *extra = csr
+            rows = self._solve_users(indptr, items, ratings, weights, local, users, *extra)
         if not np.isfinite(rows).all():
             raise DivergenceError(
                 "Adapting users diverged: parameters became NaN or infinite. "
@@ -557,6 +566,8 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         out = np.empty(len(u))
         with numba_threads(self.n_jobs, len(u) * table.shape[1]):
             K.predict(u, i, table, theta, n_items, table.shape[1], out)
+        if self._has_context():
+            out += self._context_scores(u, i, table, theta, n_items, self._read_context(X, reset=False))
         return expit(out) if self._logistic else out
 
     @serialized(in_place=False)
@@ -596,12 +607,13 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         users, items, y, w = self._check_ratings(X, y, sample_weight, reset=False)
         if table is not None:
             self._user_table = table
-        touched, fresh, n_users_old = self._add_ratings(users, items, y, w, new_items="zeros")
+        ctx = self._context_codes(self._read_context(X, reset=False)) if self._has_context() else None
+        touched, fresh, n_users_old = self._add_ratings(users, items, y, w, new_items="zeros", ctx=ctx)
         self._refresh_users(touched, fresh, n_users_old)
         return self
 
     @reads
-    def recommend(self, users, n=10, *, exclude_seen=True, items=None):
+    def recommend(self, users, n=10, *, exclude_seen=True, items=None, context=None):
         """Top-``n`` items for each user, best first.
 
         Items are ranked by the predicted rating, exactly as ``predict``
@@ -623,6 +635,10 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             Candidate item ids; all known items when None. An unknown
             candidate is scored as ``predict`` scores an unknown item (by its
             features, if ``item_features`` list it).
+        context : dict, default=None
+            Models fitted with ``context_columns`` only: the context to rank
+            in, a value for each context column (``{"weekday": "Sat"}``).
+            None ranks in the training ratings' mean context.
 
         Returns
         -------
@@ -668,6 +684,12 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         if candidates is not None:
             candidates, theta, n_items = self._serving_items(candidate_ids, candidates)
         codes, table = self._serving_users(users, self._user_vocab.lookup(users))
+        if context is not None and not self._has_context():
+            raise ValueError("context is for models fitted with context_columns.")
+        if self._has_context():
+            if theta is None:
+                theta, n_items = self._theta, len(self._item_vocab)
+            theta, table = self._in_context(theta, n_items, table, context)
         pos, scores = self._top_n(codes, int(n), exclude_seen, candidates, theta, n_items, table)
         if self._logistic:  # −∞ stays the mark of an excluded item
             scores = np.where(np.isneginf(scores), -np.inf, expit(scores))
@@ -696,7 +718,7 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         if len(known) and known[0] < 0:
             seen_rows -= 1  # −1: an unknown user, who has rated nothing
             known = known[1:]
-        indptr, seen, _, _ = self._log.user_csr(known, len(self._user_vocab))
+        indptr, seen, *_ = self._log.user_csr(known, len(self._user_vocab))
         pos = np.empty((len(user_codes), n_out), dtype=np.int64)
         scores = np.empty((len(user_codes), n_out))
         with numba_threads(self.n_jobs, len(user_codes) * len(candidates) * table.shape[1]):
@@ -774,6 +796,57 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         codes = codes.copy()
         codes[unknown[found]] = n_items + np.arange(found.sum())
         return codes, theta, n_items + int(found.sum())
+
+    # ------------------------------------------------------------------
+    # Context: the features of each rating's context (columns of X named by
+    # ``context_columns``), their parameters E = (b_c, e_c) per feature, and
+    # the distinct feature rows the log's ratings have, which the kernels
+    # index by code.
+
+    def _has_context(self):
+        return getattr(self, "_ctx_E", None) is not None
+
+    def _read_context(self, X, reset):
+        """Context features (n, n_features) of X's rows; ``reset`` (a first
+        fit) fixes the features and gives them zero parameters."""
+        X = as_2d(X)
+        if not reset:
+            return transform_context(X, self.context_columns, self._ctx_names)
+        names, matrix = fit_context(X, self.context_columns)
+        shape = (len(names), self.n_factors + 1)
+        self._ctx_names, self._ctx_combos, self._ctx_mean = names, np.empty((0, len(names))), matrix.mean(axis=0)
+        self._ctx_E, self._ctx_m, self._ctx_v = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        return matrix
+
+    def _context_codes(self, matrix):
+        codes, self._ctx_combos = context_codes(matrix, self._ctx_combos)
+        return codes
+
+    def _context_scores(self, u, i, table, theta, n_items, matrix):
+        """b_c + (p_u + q_i)ᵀe_c of each (user, item) row with context
+        features ``matrix``; an unknown user has the prior's p₀, an unknown
+        item no q_i."""
+        d = self.n_factors + 1
+        off = matrix @ self._ctx_E
+        _, _, Q = K.unpack(theta, n_items, d)
+        p = np.where((u >= 0)[:, None], table[np.maximum(u, 0), 1:], theta[2 : 1 + d])
+        q = np.where((i >= 0)[:, None], Q[np.maximum(i, 0)], 0.0)
+        return off[:, 0] + np.sum((p + q) * off[:, 1:], axis=1)
+
+    def _in_context(self, theta, n_items, table, context):
+        """Copies of (theta, users' rows) that score in one context: every
+        item gains b_c + q_iᵀe_c and every user (the prior too) p_uᵀe_c."""
+        d = self.n_factors + 1
+        features = self._ctx_mean if context is None else context_row(context, self.context_columns,
+                                                                      self._ctx_names)
+        off = features @ self._ctx_E
+        theta = theta.copy()
+        phi0, bi, Q = K.unpack(theta, n_items, d)
+        bi += off[0] + Q @ off[1:]
+        phi0[0] += phi0[1:] @ off[1:]
+        table = table.copy()
+        table[:, 0] += table[:, 1:] @ off[1:]
+        return theta, table
 
     # ------------------------------------------------------------------
     # User features: a user's prior is φ₀ + G_u·A, its attributes' rows G_u

@@ -276,17 +276,13 @@ class Vocabulary:
         return codes, len(new.ids)
 
 
-def csr_by_user(users, items, ratings, weights, n_users):
-    """Sort ratings by user (stably) into CSR arrays (indptr, items, ratings, weights)."""
+def csr_by_user(users, items, ratings, weights, n_users, *extra):
+    """Sort ratings by user (stably) into CSR arrays (indptr, items, ratings,
+    weights, and each per-rating array of ``extra``, such as context codes)."""
     order = np.argsort(users, kind="stable")
     indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
-    return (
-        indptr,
-        np.ascontiguousarray(items[order]),
-        np.ascontiguousarray(ratings[order]),
-        np.ascontiguousarray(weights[order]),
-    )
+    return (indptr, *(np.ascontiguousarray(a[order]) for a in (items, ratings, weights, *extra)))
 
 
 class RatingLog:
@@ -309,10 +305,12 @@ class RatingLog:
         self._n_users = 0
         self._n_base = 0  # ratings in the full view ``_csr``
 
-    def append(self, users, items, ratings, weights):
+    def append(self, users, items, ratings, weights, *extra):
+        """Log ratings; ``extra``: further per-rating arrays (a model with
+        context logs each rating's context code), the same in every call."""
         self._chunks.append(
             (users.astype(np.int64), items.astype(np.int64),
-             ratings.astype(np.float64), weights.astype(np.float64))
+             ratings.astype(np.float64), weights.astype(np.float64), *extra)
         )
         if len(self._chunks) > 64:  # few chunks, so that reading the tail stays cheap
             self._chunks[1:] = [tuple(np.concatenate(parts) for parts in zip(*self._chunks[1:]))]
@@ -334,40 +332,41 @@ class RatingLog:
         return sum(len(c[0]) for c in self._chunks)
 
     def coo(self):
-        """(users, items, ratings, weights) in the order they were appended."""
+        """(users, items, ratings, weights, *extra) in the order they were appended."""
         if len(self._chunks) > 1:
             self._chunks = [tuple(np.concatenate(parts) for parts in zip(*self._chunks))]
         return self._chunks[0]
 
     def csr(self, n_users):
-        """CSR arrays by user: (indptr, items, ratings, weights)."""
+        """CSR arrays by user: (indptr, items, ratings, weights, *extra)."""
         if self._csr is None or self._n_users != n_users or self._n_base != len(self):
-            self._csr = csr_by_user(*self.coo(), n_users)
+            users, items, ratings, weights, *extra = self.coo()
+            self._csr = csr_by_user(users, items, ratings, weights, n_users, *extra)
             self._n_users = n_users
             self._n_base = len(self)
         return self._csr
 
     def user_csr(self, users, n_users):
-        """CSR arrays (indptr, items, ratings, weights) of the ratings of
+        """CSR arrays (indptr, items, ratings, weights, *extra) of the ratings of
         ``users`` (distinct codes), row b for ``users[b]``, each user's in
         the order they were appended, as in :meth:`csr`."""
         tail = len(self) - self._n_base
         if self._csr is None or tail > self.MERGE_AFTER:
             self.csr(n_users)
             tail = 0
-        indptr, items, ratings, weights = self._csr
+        indptr, *columns = self._csr
         old = np.where(users < self._n_users, users, 0)
         counts = np.where(users < self._n_users, indptr[old + 1] - indptr[old], 0)
         # The full view's entries of each user, by a running index.
         starts = np.repeat(indptr[old] - (np.cumsum(counts) - counts), counts)
         pos = starts + np.arange(counts.sum())
-        parts = [(np.repeat(np.arange(len(users)), counts), items[pos], ratings[pos], weights[pos])]
+        parts = [(np.repeat(np.arange(len(users)), counts), *(c[pos] for c in columns))]
         if tail:
-            u, i, r, w = self._tail()
+            u, *rest = self._tail()
             order = np.argsort(users, kind="stable")
             at = np.searchsorted(users[order], u)
             hit = (at < len(users)) & (users[order[np.minimum(at, len(users) - 1)]] == u)
-            parts.append((order[at[hit]], i[hit], r[hit], w[hit]))
-        rows, i, r, w = (np.concatenate(c) for c in zip(*parts))
+            parts.append((order[at[hit]], *(c[hit] for c in rest)))
+        rows, i, r, w, *extra = (np.concatenate(c) for c in zip(*parts))
         # Stable: each user's older ratings, then those appended since.
-        return csr_by_user(rows, i, r, w, len(users))
+        return csr_by_user(rows, i, r, w, len(users), *extra)

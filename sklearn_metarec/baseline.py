@@ -183,7 +183,7 @@ user_bias_prior_, item_factors_, user_factors_, user_factors_prior_
         return np.zeros(2 + n_items)  # [μ, b₀, b_i...]
 
     def _fit_offsets(self):
-        u, i, r, w = self._log.coo()
+        u, i, r, w = self._log.coo()[:4]
         n_users, n_items = len(self._user_vocab), len(self._item_vocab)
         mu = np.average(r, weights=w)
         r = r - mu

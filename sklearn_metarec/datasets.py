@@ -17,6 +17,46 @@ from sklearn.datasets import get_data_home
 from sklearn.utils import Bunch, check_random_state
 
 
+DAYPARTS = ("night", "morning", "afternoon", "evening")
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def time_context(timestamp, *, utc_offset_hours=0):
+    """Context columns from Unix times: the weekday and the part of the day.
+
+    For ``context_columns``: ``np.column_stack([X, time_context(ts)])``
+    adds two categorical columns (positions 2 and 3).
+
+    Parameters
+    ----------
+    timestamp : array-like of shape (n_ratings,)
+        Seconds since 1970-01-01 UTC.
+    utc_offset_hours : float, default=0
+        The users' time zone, so that "evening" is the users' evening.
+
+    Returns
+    -------
+    context : ndarray of shape (n_ratings, 2), dtype object
+        Weekday ("Mon" ... "Sun") and part of the day ("night" 0-6 h,
+        "morning" 6-12 h, "afternoon" 12-18 h, "evening" 18-24 h).
+
+    Examples
+    --------
+    >>> from sklearn_metarec.datasets import time_context
+    >>> time_context([0, 3600 * 20]).tolist()  # 1970-01-01 was a Thursday
+    [['Thu', 'night'], ['Thu', 'evening']]
+    """
+    seconds = np.asarray(timestamp, dtype=np.float64)
+    if seconds.ndim != 1 or not np.isfinite(seconds).all():
+        raise ValueError("timestamp must be a 1-D array of finite Unix times.")
+    seconds = seconds + 3600.0 * utc_offset_hours
+    days = np.floor(seconds / 86400.0).astype(np.int64)
+    hours = (seconds - 86400.0 * days) / 3600.0
+    weekday = np.asarray(WEEKDAYS, dtype=object)[(days + 3) % 7]  # day 0 was a Thursday
+    daypart = np.asarray(DAYPARTS, dtype=object)[np.minimum((hours // 6).astype(np.int64), 3)]
+    return np.column_stack([weekday, daypart])
+
+
 def make_ratings(
     n_users=1000,
     n_items=300,

@@ -187,9 +187,9 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         theta[1 + d + n_items :] = self._rng.normal(0.0, self.init_std, n_items * (d - 1))
         return theta
 
-    def _add_ratings(self, users, items, y, w, new_items):
+    def _add_ratings(self, users, items, y, w, new_items, ctx=None):
         n_users_old = len(self._user_vocab)
-        out = super()._add_ratings(users, items, y, w, new_items)
+        out = super()._add_ratings(users, items, y, w, new_items, ctx)
         n_new = len(self._user_vocab) - n_users_old
         # Surprise's random start for new users' factors, for training only:
         # fold_in solves for them exactly and must not draw from the training
@@ -199,7 +199,7 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         return out
 
     def _sgd(self, positions, n_epochs):
-        users, items, ratings, weights = self._log.coo()
+        users, items, ratings, weights = self._log.coo()[:4]
         n_items = len(self._item_vocab)
         n_neg = self._n_neg()
         seen_indptr, seen_items = _rated_items(users, items, len(self._user_vocab), n_items, n_neg)

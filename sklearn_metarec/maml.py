@@ -191,6 +191,19 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         Smallest rise of the validation score that counts as improvement.
     init_std : float, default=0.1
         Standard deviation of the random initial factors.
+    context_columns : list of str or int, default=None
+        Columns of X beyond the two ids that hold each rating's context
+        (names in a DataFrame, positions from 2 in an array). Categories
+        are one-hot ("weekday=Mon"), numbers used as they are; bucket a
+        timestamp with :func:`sklearn_metarec.datasets.time_context`. Each
+        context feature gets a bias b_c and a factor vector e_c, meta-trained
+        with the rest: a rating in context scores r̂ + b_c + q_iᵀe_c + p_uᵀe_c
+        (the pairwise terms of a factorization machine), still linear in
+        the user's parameters, so the inner loop and the exact meta-gradient
+        carry over. ``predict`` and ``fold_in`` read the rows' contexts
+        (a category never seen in training adds nothing); ``recommend``
+        ranks for a given ``context``. The contexts' parameters start at
+        zero.
     n_jobs : int, default=None
         Threads for the Numba kernels; None uses Numba's default. Results are
         identical for any number of threads.
@@ -280,6 +293,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "context_columns": [list, tuple, None],
     }
 
     def __init__(
@@ -306,6 +320,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         n_iter_no_change=10,
         tol=1e-4,
         init_std=0.1,
+        context_columns=None,
         n_jobs=None,
         random_state=None,
         verbose=0,
@@ -331,6 +346,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.init_std = init_std
+        self.context_columns = context_columns
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -387,7 +403,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         table = self._check_features(item_features)
         user_table = self._check_features(user_features, "user_features")
         users, items, y, w = self._prepare(X, y, sample_weight, reset=True)
-        touched, _, _ = self._add_ratings(users, items, y, w, new_items="random")
+        ctx = self._context_codes(self._read_context(X, reset=True)) if self._wants_context() else None
+        touched, _, _ = self._add_ratings(users, items, y, w, new_items="random", ctx=ctx)
         if table is not None:
             self._attach_item_features(table)
         if user_table is not None:
@@ -451,7 +468,10 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             self._item_table = table  # before new items join, so that they use it
         if user_table is not None and not reset:
             self._user_table = user_table  # likewise for new users
-        touched, _, _ = self._add_ratings(users, items, y, w, new_items="random")
+        ctx = None
+        if self._wants_context():
+            ctx = self._context_codes(self._read_context(X, reset=reset))
+        touched, _, _ = self._add_ratings(users, items, y, w, new_items="random", ctx=ctx)
         if table is not None and getattr(self, "_item_F", None) is None:
             self._attach_item_features(table, fresh=reset)
         if user_table is not None and reset:
@@ -525,7 +545,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         elif self._implicit:
             self.item_shrinkage_ = 0.0
         else:
-            u, i, r, w = self._log.coo()
+            u, i, r, w = self._log.coo()[:4]
             self.item_shrinkage_ = shrinkage_strengths(u, i, r - np.average(r, weights=w), w,
                                                        len(self._user_vocab), len(self._item_vocab))[1]
 
@@ -549,7 +569,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         epoch's parameters."""
         if not hasattr(self, "loss_curve_"):
             self.loss_curve_ = []
-        indptr, items, ratings, weights = self._log.csr(len(self._user_vocab))
+        indptr, items, ratings, weights, *_ = self._log.csr(len(self._user_vocab))
         lo, hi = support_bounds(self.n_support, np.diff(indptr))
         self._resolve_item_shrinkage()
         if validation_users is not None:
@@ -598,7 +618,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
                 loss, _ = K.meta_batch_grad(
                     indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
                     self._alpha(), no_penalty, self._inner_settings(), outer, grad, grad_hyper, rows,
-                    np.empty(n_items), *self._task_priors(batch), *K.no_context(self.n_factors + 1),
+                    np.empty(n_items), *self._task_priors(batch), *self._context_args(),
                 )
             total += loss * offsets[-1]
             weight += offsets[-1]
@@ -625,7 +645,22 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             snapshot["_feat"] = self._feat.copy()
         if getattr(self, "_user_G", None) is not None:
             snapshot["_ufeat"] = self._ufeat.copy()
+        if self._has_context():
+            snapshot["_ctx_E"] = self._ctx_E.copy()
         return snapshot
+
+    def _wants_context(self):
+        return bool(getattr(self, "context_columns", None))  # Reptile has no context_columns
+
+    def _context_args(self):
+        """(each logged rating's context code, the codes' parameters
+        (b_c, e_c) = combos·E, room for their gradient) for the kernels;
+        empty without context."""
+        d = self.n_factors + 1
+        if not self._has_context():
+            return K.no_context(d)
+        ctxs = self._log.csr(len(self._user_vocab))[4]
+        return ctxs, np.ascontiguousarray(self._ctx_combos @ self._ctx_E), np.empty((len(self._ctx_combos), d))
 
     def _task_priors(self, users):
         """(priors, gradient buffer) for the kernel's tasks of ``users``: each
@@ -688,19 +723,23 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         item_reg = self._item_reg(items, weights)
         features = getattr(self, "_item_F", None) is not None
         attributes = getattr(self, "_user_G", None) is not None
-        g_feat = None
+        context = self._has_context()
+        g_feat = g_ctx = None
         g_ufeat = np.empty_like(self._ufeat) if attributes else None
 
         def batch_grad(batch, offsets, hyper):
-            nonlocal g_feat
+            nonlocal g_feat, g_ctx
             outer = K.outer_settings(first_order=self.first_order, hyper=hyper,
                                      per_rating=self.task_weighting == "ratings")
             priors, g_priors = self._task_priors(batch)
+            ctxs, off, g_off = self._context_args()
             loss, n_rows = K.meta_batch_grad(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
                 self._alpha(), item_reg, self._inner_settings(), outer, grad, grad_hyper, rows, pen_rows,
-                priors, g_priors, *K.no_context(d),
+                priors, g_priors, ctxs, off, g_off,
             )
+            if context:  # the chain rule from the combinations' (b_c, e_c) to the features'
+                g_ctx = self._ctx_combos.T @ g_off
             if features:
                 g_feat, correction = self._own_part_grads(grad, rows[:n_rows], pen_rows)
                 loss += correction
@@ -739,17 +778,25 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
                         g_ufeat[:, 1:] = 0.0  # as p₀: the attributes shift the bias prior only
                     K.adam_step(self._ufeat.reshape(-1), g_ufeat.reshape(-1), self._ufeat_m.reshape(-1),
                                 self._ufeat_v.reshape(-1), self._adam_step, float(self.meta_lr))
+                if context:
+                    K.adam_step(self._ctx_E.reshape(-1), np.ascontiguousarray(g_ctx).reshape(-1),
+                                self._ctx_m.reshape(-1), self._ctx_v.reshape(-1), self._adam_step,
+                                float(self.meta_lr))
             if together or held_out:
                 self._hyper_step(grad_hyper)
         return np.array(losses or held_losses)
 
-    def _solve_users(self, indptr, items, ratings, weights, users, keys):
+    def _solve_users(self, indptr, items, ratings, weights, users, keys, ctxs=None):
         out = np.empty((len(users), self.n_factors + 1))
+        if ctxs is None:
+            context = K.no_context(self.n_factors + 1)[:2]
+        else:
+            context = (ctxs, np.ascontiguousarray(self._ctx_combos @ self._ctx_E))
         K.adapt_users(
             indptr, items, ratings, weights, np.ascontiguousarray(users), np.ascontiguousarray(keys),
             getattr(self, "_serve_seed", 0),
             self._theta, len(self._item_vocab), self._alpha(), self._inner_settings(), out,
-            self._task_priors(keys)[0], *K.no_context(self.n_factors + 1)[:2],
+            self._task_priors(keys)[0], *context,
         )
         return out
 

@@ -182,7 +182,7 @@ class _Decoder:
             log = RatingLog()
             coo = self(node["coo"])
             if coo is not None:
-                if len(coo) != 4 or len({len(np.atleast_1d(c)) for c in coo}) != 1:
+                if len(coo) not in (4, 5) or len({len(np.atleast_1d(c)) for c in coo}) != 1:
                     raise ValueError("the rating log's columns differ in length")
                 log.append(*coo)
             return log
@@ -300,8 +300,22 @@ def _check_loaded(est):
         for key in (f"{params}_m", f"{params}_v"):
             if np.shape(vars(est).get(key)) != feat.shape:
                 fail(f"{key} should have shape {feat.shape}")
+    context = vars(est).get("_ctx_E") is not None
+    if context:
+        E, combos, names = est._ctx_E, vars(est).get("_ctx_combos"), vars(est).get("_ctx_names")
+        if not (isinstance(names, list) and isinstance(E, np.ndarray) and E.shape == (len(names), d)
+                and isinstance(combos, np.ndarray) and combos.ndim == 2 and combos.shape[1] == len(names)
+                and np.shape(vars(est).get("_ctx_mean")) == (len(names),)):
+            fail(f"the context should have (n_features, {d}) parameters and (n_combinations, n_features) rows")
+        for key in ("_ctx_m", "_ctx_v"):
+            if np.shape(vars(est).get(key)) != E.shape:
+                fail(f"{key} should have shape {E.shape}")
     if len(est._log):
-        users, items, ratings, weights = est._log.coo()
+        users, items, ratings, weights, *extra = est._log.coo()
+        if len(extra) != int(context):
+            fail("the rating log's context codes do not match the model's context")
+        if extra and (extra[0].dtype.kind != "i" or extra[0].min() < 0 or extra[0].max() >= len(est._ctx_combos)):
+            fail("the rating log's context codes are outside the model's contexts")
         if users.min() < 0 or users.max() >= n_users or items.min() < 0 or items.max() >= n_items:
             fail("the rating log refers to users or items outside the vocabularies")
         if not (np.isfinite(ratings).all() and np.isfinite(weights).all() and (weights >= 0).all()):

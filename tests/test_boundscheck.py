@@ -42,6 +42,9 @@ cases = [
         np.eye(3)[np.arange(20) % 3], ids=np.r_[np.arange(15), 999, 1000, 1001, 1002, 1003])), X, y),
     # Users' attributes: tasks and fold-ins start from their own priors;
     # 10**6 + 1 (recommended for below) is an unknown user the table lists.
+    # Context: each rating's code indexes the combinations' parameters.
+    (smr.MAMLFactorizationRecommender, dict(context_columns=[2]),
+     np.column_stack([X, np.arange(len(X)) % 3]), y),
     (smr.MetaSGDFactorizationRecommender, dict(user_features=smr.FeatureTable(
         np.eye(2)[np.arange(22) % 2], ids=np.r_[np.arange(20), 10**6, 10**6 + 1])), X, y),
 ]
@@ -51,8 +54,11 @@ for cls, params, data, target in cases:
     model = cls(**{**small, **params, "random_state": 0}).fit(data, target, **fit_params)
     new_y = None if target is None else np.resize(target, len(new))
     model.partial_fit(data[:20], None if target is None else target[:20])
-    model.fold_in(new, new_y)
-    assert np.isfinite(model.predict(np.vstack([data, new, [[-5, -5]]]))).all()
+    # A context column's new rows take a value never seen: a new combination.
+    extra = np.full((len(new) + 1, data.shape[1] - 2), 7)
+    with_context = np.column_stack([np.vstack([new, [[-5, -5]]]), extra])
+    model.fold_in(with_context[:-1], new_y)
+    assert np.isfinite(model.predict(np.vstack([data, with_context]))).all()
     model.recommend(np.r_[data[:3, 0], 10**6, 10**6 + 1, -5], n=5)
     model.recommend(data[:2, 0], n=3, items=np.r_[data[:4, 1], 12345])
     print("ok", cls.__name__, params)
@@ -87,7 +93,7 @@ def BACKGROUND(folder):
 def test_every_kernel_path_stays_in_bounds(request, tmp_path):
     code, out, err, _ = _background.outcome(request, sys.modules[__name__], "boundscheck", tmp_path)
     assert code == 0, err[-4000:]
-    assert out.count("ok ") == 14
+    assert out.count("ok ") == 15
     assert "checked inside prange bodies" in out
 
 

@@ -3,9 +3,14 @@ b_c + q_i·e_c + φ·e_c. The meta-gradient with respect to the contexts'
 parameters and the items', through the inner loop, against finite
 differences."""
 
+import io
+import pickle
+import warnings
+
 import numpy as np
 import pytest
 
+import sklearn_metarec as smr
 from sklearn_metarec import _kernels as K
 
 from ._reference import central_difference
@@ -95,3 +100,107 @@ def test_fold_in_in_context_matches_a_direct_adaptation(loss):
         slope = 2 * (s - y) if loss == "squared" else 1 / (1 + np.exp(-s)) - y
         phi = phi - alpha * (2 * 0.05 * phi + X.T @ (w * slope) / w.sum())
     np.testing.assert_allclose(out[0], phi, rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------
+# The estimators with context_columns
+
+
+def weekend_data(n_users=200, n_items=40, n_rated=30, seed=0):
+    """On weekdays everybody prefers genre 0, at weekends genre 1 (+1.2);
+    X is (user, item, "weekday" or "weekend")."""
+    rng = np.random.default_rng(seed)
+    genre = np.arange(n_items) % 2
+    users = np.repeat(np.arange(n_users), n_rated)
+    items = np.concatenate([rng.choice(n_items, n_rated, replace=False) for _ in range(n_users)])
+    weekend = rng.integers(0, 2, len(users))
+    y = (3 + 1.2 * np.where(weekend == 1, genre[items] == 1, genre[items] == 0)
+         + 0.3 * rng.normal(0, 1, n_users)[users] + rng.normal(0, 0.4, len(users)))
+    X = np.empty((len(users), 3), dtype=object)
+    X[:, 0], X[:, 1], X[:, 2] = users, items, np.where(weekend == 1, "weekend", "weekday")
+    return X, y, genre
+
+
+@pytest.mark.parametrize("cls", [smr.MAMLFactorizationRecommender, smr.MetaSGDFactorizationRecommender])
+def test_a_planted_context_effect_is_recovered(cls):
+    X, y, genre = weekend_data()
+    new = X[:, 0] >= 160
+    support = new & (np.arange(len(X)) % 30 < 10)  # new users: 10 ratings each
+    query = new & ~support
+    rmse = {}
+    for name, columns in [("ids", None), ("context", [2])]:
+        cols = slice(None) if columns else slice(0, 2)
+        model = cls(n_epochs=20, context_columns=columns, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", smr.ContextColumnsIgnoredWarning)
+            model.fit(X[~new][:, cols], y[~new]).fold_in(X[support][:, cols], y[support])
+        rmse[name] = np.sqrt(np.mean((model.predict(X[query][:, cols]) - y[query]) ** 2))
+    # The effect is 1.2 on half the ratings; without context it is noise.
+    assert rmse["context"] < 0.8 * rmse["ids"], rmse
+    # New users have rated 10 of the 40 items: 15 of each genre are left.
+    lists = {c: model.recommend([160, 161, 162], n=8, context={2: c})[0].astype(int)
+             for c in ("weekday", "weekend")}
+    assert (genre[lists["weekday"]] == 0).mean() > 0.9 and (genre[lists["weekend"]] == 1).mean() > 0.9
+    # recommend scores as predict does, in the same context.
+    ids, scores = model.recommend([161], n=5, context={2: "weekend"})
+    rows = np.column_stack([np.full(5, 161, dtype=object), ids[0], np.full(5, "weekend", dtype=object)])
+    np.testing.assert_allclose(model.predict(rows), scores[0], rtol=1e-12)
+
+
+def test_context_from_a_frame_survives_partial_fit_fold_in_pickle_and_save():
+    pd = pytest.importorskip("pandas")
+    X, y, genre = weekend_data(n_users=60)
+    frame = pd.DataFrame({"user": X[:, 0].astype(int), "item": X[:, 1].astype(int), "when": X[:, 2],
+                          "hour": (np.arange(len(X)) % 24) / 24.0})
+    model = smr.MAMLFactorizationRecommender(n_epochs=3, context_columns=["when", "hour"], random_state=0)
+    model.fit(frame[:1200], y[:1200])
+    assert model._ctx_names == ["when=weekday", "when=weekend", "hour"]
+    model.partial_fit(frame[1200:1500], y[1200:1500])
+    unseen = frame[1500:1510].assign(when="holiday")  # a category never seen adds nothing
+    model.fold_in(unseen, y[1500:1510])
+    probe = frame[:20]
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).predict(probe), model.predict(probe))
+    buffer = io.BytesIO()
+    smr.save_model(model, buffer)
+    buffer.seek(0)
+    loaded = smr.load_model(buffer)
+    np.testing.assert_array_equal(loaded.predict(probe), model.predict(probe))
+    np.testing.assert_array_equal(loaded.recommend([0, 1], n=4, context={"when": "weekend", "hour": 0.5})[0],
+                                  model.recommend([0, 1], n=4, context={"when": "weekend", "hour": 0.5})[0])
+    features = model._read_context(unseen, reset=False)
+    np.testing.assert_array_equal(features, np.column_stack([np.zeros((10, 2)), unseen["hour"]]))
+    assert np.isfinite(model.predict(unseen)).all()
+
+
+def test_bad_context_is_refused_and_changes_nothing():
+    X, y, genre = weekend_data(n_users=40)
+    model = smr.MAMLFactorizationRecommender(n_epochs=2, context_columns=[2], random_state=0).fit(X, y)
+    state = pickle.dumps(model)
+    with pytest.raises(ValueError, match="positions from 2"):
+        smr.MAMLFactorizationRecommender(n_epochs=1, context_columns=[5]).fit(X, y)
+    with pytest.raises(ValueError, match="missing values"):
+        model.fold_in(np.array([[0, 1, None]], dtype=object), np.array([3.0]))
+    numeric = np.column_stack([X[:, :2].astype(float), np.where(X[:, 2] == "weekend", np.nan, 1.0)])
+    with pytest.raises(ValueError, match="NaN"):
+        smr.MAMLFactorizationRecommender(n_epochs=1, context_columns=[2]).fit(numeric, y)
+    with pytest.raises(ValueError, match="context must map"):
+        model.recommend([0], context={"day": "weekend"})
+    model.set_params(context_columns=None)
+    with pytest.raises(ValueError, match="context_columns was"):
+        model.partial_fit(X[:5, :2], y[:5])
+    model.set_params(context_columns=[2])
+    assert pickle.dumps(model) == state
+    plain = smr.MAMLFactorizationRecommender(n_epochs=1, random_state=0).fit(X[:, :2], y)
+    with pytest.raises(ValueError, match="context_columns"):
+        plain.recommend([0], context={2: "weekend"})
+
+
+def test_time_context_buckets_unix_times():
+    from sklearn_metarec.datasets import time_context
+
+    hours = np.array([0, 7, 13, 19, 24 * 3 + 1]) * 3600
+    assert time_context(hours).tolist() == [["Thu", "night"], ["Thu", "morning"], ["Thu", "afternoon"],
+                                            ["Thu", "evening"], ["Sun", "night"]]
+    assert time_context([0], utc_offset_hours=-1).tolist() == [["Wed", "evening"]]
+    with pytest.raises(ValueError, match="finite"):
+        time_context([np.nan])
