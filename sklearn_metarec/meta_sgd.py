@@ -55,7 +55,7 @@ class MetaSGDFactorizationRecommender(MAMLFactorizationRecommender):
         item parameters or the prior.
     shrinkage, reg, item_shrinkage, prior_factors, meta_batch_size, n_epochs, n_support, first_order, \
 task_weighting, loss, n_negatives, early_stopping, validation_fraction, \
-n_iter_no_change, tol, init_std, context_columns, n_jobs, random_state, verbose
+n_iter_no_change, tol, init_std, context_columns, context_reg, n_jobs, random_state, verbose
         As in :class:`MAMLFactorizationRecommender`. With ``first_order``
         the hypergradients too hold the query gradient v_T fixed through the
         steps (no Hessian terms).
@@ -126,6 +126,7 @@ loss_curve_, n_iter_, n_features_in_, feature_names_in_
         tol=1e-4,
         init_std=0.1,
         context_columns=None,
+        context_reg=0.05,
         n_jobs=None,
         random_state=None,
         verbose=0,
@@ -139,6 +140,7 @@ loss_curve_, n_iter_, n_features_in_, feature_names_in_
             task_weighting=task_weighting, loss=loss, n_negatives=n_negatives,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             n_iter_no_change=n_iter_no_change, tol=tol, init_std=init_std, context_columns=context_columns,
+            context_reg=context_reg,
             n_jobs=n_jobs, random_state=random_state, verbose=verbose,
         )
         self.learn_inner_reg = learn_inner_reg

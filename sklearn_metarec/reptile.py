@@ -94,7 +94,8 @@ n_iter_, n_features_in_, feature_names_in_
     _parameter_constraints = {
         **{key: value for key, value in MAMLFactorizationRecommender._parameter_constraints.items()
            if key not in ("first_order", "reg", "item_shrinkage", "prior_factors", "task_weighting", "early_stopping",
-                          "validation_fraction", "n_iter_no_change", "tol", "context_columns")},
+                          "validation_fraction", "n_iter_no_change", "tol", "context_columns",
+                                                 "context_reg")},
         # Reptile's direction is taken per entry, not per pair: no BPR.
         "loss": [StrOptions({"squared", "logistic"})],
         "adapt_items": ["boolean"],

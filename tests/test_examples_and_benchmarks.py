@@ -401,3 +401,15 @@ def test_item_cold_start_benchmark_scores_new_items_by_their_genres(tmp_path, mo
     rmse = {row.split("|")[1].strip(): float(row.split("|")[2].split("±")[0]) for row in scenario.splitlines()
             if row.startswith("| ") and "±" in row.split("|")[2]}  # not LightFM's n/a, when it is installed
     assert rmse["MAML + features (ours)"] < rmse["MAML, ids only (ours)"] - 0.05, rmse
+
+
+def test_context_benchmark_recovers_its_planted_context(monkeypatch):
+    _benchmarks(monkeypatch)
+    import context
+
+    X, y = context.planted(n_users=150, n_items=40, n_rated=25)
+    results = context.run({"planted": (X, y, [2])}, seeds=(0, 1), k=10, out=lambda line: None)
+    text = context.table(results)
+    assert text.count("| planted |") == len(context.VARIANTS)
+    rmse = {variant: np.mean([r for r, _ in results["planted", variant]]) for variant in context.VARIANTS}
+    assert rmse["context, context_reg=0.005"] < rmse["ids only"] - 0.1, rmse
