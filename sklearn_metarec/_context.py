@@ -45,12 +45,15 @@ def _features(columns):
         if values.dtype.kind not in "OUS":
             raise TypeError(f"context column {name!r} has dtype {values.dtype}, which is neither numeric nor "
                             "categorical; bucket times with sklearn_metarec.datasets.time_context.")
-        missing = np.array([v is None or (isinstance(v, float) and v != v) for v in values], dtype=bool)
+        missing = np.equal(values, None)
+        if values.dtype.kind == "O":
+            missing |= np.asarray(values != values, dtype=bool)  # NaN is not equal to itself
         if missing.any():
             raise ValueError(f"context column {name!r} holds missing values; fill or drop them first.")
-        text = values.astype(str)
-        for level in np.unique(text):
-            out.append((f"{name}={level}", (text == level).astype(np.float64)))
+        levels, codes = np.unique(values.astype(str), return_inverse=True)
+        codes = codes.ravel()
+        for j, level in enumerate(levels):
+            out.append((f"{name}={level}", (codes == j).astype(np.float64)))
     return out
 
 
@@ -88,8 +91,16 @@ def context_codes(matrix, combos):
     """(codes of ``matrix``'s rows among ``combos``, combos grown by the
     rows not among them yet). Codes of known combinations never change."""
     both = np.vstack([combos, matrix])
-    unique, first, inverse = np.unique(both, axis=0, return_index=True, return_inverse=True)
+    # Rows grouped by a random projection, a 1-D sort (np.unique of rows
+    # sorted them as records, most of a fit's time); exact when the groups'
+    # rows are equal, which is checked.
+    key = both @ np.random.default_rng(0).uniform(1.0, 2.0, both.shape[1])
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     inverse = inverse.ravel()
+    unique = both[first]
+    if not np.array_equal(unique[inverse], both):  # two combinations shared a key
+        unique, first, inverse = np.unique(both, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
     # Known combinations keep their codes; new ones follow in order of appearance.
     code_of = np.full(len(unique), -1, dtype=np.int64)
     code_of[inverse[: len(combos)]] = np.arange(len(combos))

@@ -703,13 +703,9 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
 
     def _feature_step(self, g_feat):
         """Adam on (c, E), then every item's parameters follow."""
-        old = self._feat.copy()
-        K.adam_step(self._feat.reshape(-1), np.ascontiguousarray(g_feat).reshape(-1), self._feat_m.reshape(-1),
-                    self._feat_v.reshape(-1), self._adam_step, float(self.meta_lr))
-        part = np.asarray(self._item_F @ (self._feat - old))
-        _, bi, Q = self._unpacked()
-        bi += part[:, 0]
-        Q += part[:, 1:]
+        F = self._item_F
+        K.feature_step(F.indptr, F.indices, F.data, self._feat, np.ascontiguousarray(g_feat), self._feat_m,
+                       self._feat_v, self._adam_step, float(self.meta_lr), self._theta, len(self._item_vocab))
 
     def _restore(self, snapshot):
         for name, value in snapshot.items():

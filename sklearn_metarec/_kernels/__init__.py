@@ -96,7 +96,7 @@ task order for the same reason.
 import numpy as np
 
 from .batches import meta_batch_grad, reptile_batch
-from .features import add_rows_times, own_part_grads, rows_transpose_times
+from .features import add_rows_times, feature_step, own_part_grads, rows_transpose_times
 from .maths import inner_settings, outer_settings, reptile_settings, unpack
 from .optim import adam_rows, adam_step, step_rows
 from .sampling import sample_tasks
@@ -104,7 +104,7 @@ from .serving import adapt_users, logistic_users, predict, ridge_users, top_n
 from .sgd import sgd_epoch
 
 __all__ = [
-    "adam_rows", "adam_step", "adapt_users", "add_rows_times", "inner_settings", "logistic_users",
+    "adam_rows", "adam_step", "adapt_users", "add_rows_times", "feature_step", "inner_settings", "logistic_users",
     "meta_batch_grad", "no_context", "outer_settings", "own_part_grads", "predict", "reptile_batch",
     "reptile_settings", "ridge_users", "rows_transpose_times", "sample_tasks", "sgd_epoch", "step_rows", "top_n",
     "unpack",
