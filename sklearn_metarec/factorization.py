@@ -9,6 +9,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _kernels as K
 from ._base import MAX_FACTORS, MAX_NEGATIVES, BaseFactorizationRecommender, DivergenceError, serialized
+from ._features import check_features
 
 
 class FactorizationRecommender(BaseFactorizationRecommender):
@@ -125,7 +126,7 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         self.verbose = verbose
 
     @serialized
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, item_features=None):
         """Fit by SGD on all ratings.
 
         Parameters
@@ -137,19 +138,30 @@ class FactorizationRecommender(BaseFactorizationRecommender):
             it out means every row is a positive.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each rating: it scales that rating's SGD step.
+        item_features : FeatureTable or DataFrame, default=None
+            Side features of items, as in
+            :meth:`MAMLFactorizationRecommender.fit`. An item is then its
+            own part plus the sum of its features' parts (LightFM's model,
+            with the squared or the logistic loss): each SGD step moves the
+            own part and, scaled by each feature's value, the features'
+            parts, all under ``reg``. Items listed but never rated are
+            scored from their features.
 
         Returns
         -------
         self : object
             Fitted estimator.
         """
+        table = check_features(item_features)
         users, items, y, w = self._prepare(X, y, sample_weight, reset=True)
         self._add_ratings(users, items, y, w, new_items="random")
+        if table is not None:
+            self._attach_item_features(table)
         self._sgd(np.arange(len(y)), self.n_epochs)
         return self
 
     @serialized
-    def partial_fit(self, X, y=None, sample_weight=None):
+    def partial_fit(self, X, y=None, sample_weight=None, *, item_features=None):
         """One SGD pass over new ratings; new users and items join the model.
 
         The first call on an unfitted estimator initializes it as
@@ -163,15 +175,28 @@ class FactorizationRecommender(BaseFactorizationRecommender):
             Ratings, or labels, as in :meth:`fit`.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each rating.
+        item_features : FeatureTable or DataFrame, default=None
+            As in :meth:`fit` on the first call; later, the table new items
+            take their features from (the same features).
 
         Returns
         -------
         self : object
             The updated estimator.
         """
-        users, items, y, w = self._prepare(X, y, sample_weight, reset=not hasattr(self, "_theta"))
+        table = check_features(item_features)
+        reset = not hasattr(self, "_theta")
+        if table is not None and not reset:
+            if getattr(self, "_item_table", None) is None:
+                raise ValueError("item_features can be added by partial_fit only to a model that has them; "
+                                 "call fit with item_features.")
+            table = table.aligned(self._item_table.names)
+            self._item_table = table  # before new items join, so that they use it
+        users, items, y, w = self._prepare(X, y, sample_weight, reset=reset)
         n_old = len(self._log)
         self._add_ratings(users, items, y, w, new_items="random")
+        if table is not None and reset:
+            self._attach_item_features(table)
         self._sgd(np.arange(n_old, n_old + len(y)), 1)
         return self
 
@@ -207,11 +232,14 @@ class FactorizationRecommender(BaseFactorizationRecommender):
             start = time.perf_counter()
             order = self._rng.permutation(positions)
             seed = self._rng.randint(np.iinfo(np.int64).max, dtype=np.int64) if n_neg else 0
-            sse = K.sgd_epoch(
-                users, items, ratings, weights, order, self._theta, n_items, self._users,
-                float(self.lr), float(self.reg), self._logistic, n_neg, seen_indptr, seen_items, seed,
-            )
-            if not (np.isfinite(sse) and np.isfinite(self._users).all()):
+            args = (users, items, ratings, weights, order, self._theta, n_items, self._users,
+                    float(self.lr), float(self.reg), self._logistic, n_neg, seen_indptr, seen_items, seed)
+            F = getattr(self, "_item_F", None)
+            if F is None:
+                sse = K.sgd_epoch(*args)
+            else:
+                sse = K.sgd_epoch_features(*args, F.indptr, F.indices, F.data, self._feat)
+            if not (np.isfinite(sse) and np.isfinite(self._users).all() and np.isfinite(self._theta).all()):
                 raise DivergenceError(
                     f"SGD diverged in epoch {self.n_iter_ + 1}: parameters became NaN "
                     f"or infinite. Try a smaller lr (now {self.lr})."

@@ -305,8 +305,7 @@ def test_a_wrapped_table_reaches_every_fold_whole():
     assert all(est._item_table.matrix.shape[0] < len(X) for est in bare["estimator"])
 
 
-@pytest.mark.parametrize("cls", [smr.ReptileFactorizationRecommender, smr.FactorizationRecommender,
-                                 smr.EmpiricalBayesRecommender])
+@pytest.mark.parametrize("cls", [smr.ReptileFactorizationRecommender, smr.EmpiricalBayesRecommender])
 def test_estimators_without_features_say_so(cls):
     X, y = make_ratings(n_users=20, n_items=10, random_state=0)
     with pytest.raises(TypeError, match="item_features"):
@@ -323,3 +322,87 @@ def test_a_table_of_a_few_new_items_lines_up_with_the_fitted_features():
     model.partial_fit(np.array([[0, 40]]), np.array([4.0]), item_features=few)
     row = model._item_F[model._item_vocab.lookup(np.array([40]))[0]].toarray()[0]
     assert dict(zip(model._item_table.names, row)) == {"genre=g0": 0, "genre=g1": 0, "genre=g2": 1, "old": 1}
+
+
+# ----------------------------------------------------------------------
+# The factorization baseline with features (LightFM's model)
+
+
+def test_sgd_with_featureless_items_is_plain_sgd():
+    X, y = make_ratings(n_users=30, n_items=20, random_state=0)
+    model = smr.FactorizationRecommender(n_factors=3, n_epochs=1, random_state=0).fit(X, y)
+    users, items, ratings, weights = model._log.coo()[:4]
+    d, n_items = 4, len(model._item_vocab)
+    order = np.random.default_rng(0).permutation(len(users))
+    empty = sp.csr_matrix((n_items, 2))
+    out = []
+    for features in (False, True):
+        theta, table = model._theta.copy(), model._users.copy()
+        args = (users, items, ratings, weights, order, theta, n_items, table, 0.01, 0.02, False, 0,
+                np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64), 0)
+        if features:
+            K.sgd_epoch_features(*args, empty.indptr, empty.indices, empty.data, np.zeros((2, d)))
+        else:
+            K.sgd_epoch(*args)
+        out.append((theta, table))
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+
+
+def test_one_sgd_step_with_features_is_lightfms_update():
+    # One rating of an item with two features: the item's row is own + F·E;
+    # the step moves the own part and each feature's part by its value.
+    d, n_items = 3, 2
+    rng = np.random.default_rng(1)
+    theta = rng.normal(0, 0.5, 1 + d + n_items * d)
+    feat = rng.normal(0, 0.5, (2, d))
+    F = sp.csr_matrix(np.array([[1.0, 0.5], [0.0, 1.0]]))
+    table = rng.normal(0, 0.5, (1, d))
+    mu = theta[0]
+    _, bi, Q = K.unpack(theta, n_items, d)
+    row = np.r_[bi[0], Q[0]]
+    own = row - F[0].toarray()[0] @ feat
+    own_other = np.r_[bi[1], Q[1]] - F[1].toarray()[0] @ feat  # item 1, not rated here
+    phi = table[0].copy()
+    err = 4.0 - (mu + phi[0] + row[0] + phi[1:] @ row[1:])
+    lr, reg = 0.1, 0.05
+    x = np.r_[1.0, row[1:]]  # ∂r̂/∂φ
+    g_item = np.r_[1.0, phi[1:]]  # ∂r̂/∂(b_i, q_i)
+    phi_new = phi + lr * (err * x - reg * phi)
+    own_new = own + lr * (err * g_item - reg * own)
+    feat_new = feat + lr * (np.outer(F[0].toarray()[0], err * g_item) - reg * feat * (F[0].toarray()[0] != 0)[:, None])
+    K.sgd_epoch_features(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), np.array([4.0]), np.ones(1),
+                         np.zeros(1, dtype=np.int64), theta, n_items, table, lr, reg, False, 0,
+                         np.zeros(2, dtype=np.int64), np.zeros(0, dtype=np.int64), 0, F.indptr, F.indices, F.data,
+                         feat)
+    np.testing.assert_allclose(table[0], phi_new, rtol=1e-12)
+    np.testing.assert_allclose(feat, feat_new, rtol=1e-12)
+    _, bi, Q = K.unpack(theta, n_items, d)
+    np.testing.assert_allclose(np.r_[bi[0], Q[0]], own_new + F[0].toarray()[0] @ feat_new, rtol=1e-12)
+    # Item 1 keeps its own part and follows its feature's move.
+    np.testing.assert_allclose(np.r_[bi[1], Q[1]], own_other + F[1].toarray()[0] @ feat_new, rtol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_factorization_baseline_scores_new_items_by_their_features(loss):
+    X, y, new, table, genre, taste = genre_data()
+    if loss == "logistic":
+        y = (y >= 4).astype(float)
+    train = ~np.isin(X[:, 1], new)
+    results = {}
+    for name, features in [("ids", None), ("features", table)]:
+        model = smr.FactorizationRecommender(loss=loss, random_state=0).fit(X[train], y[train],
+                                                                             item_features=features)
+        rmse = np.sqrt(np.mean((model.predict(X[~train]) - y[~train]) ** 2))
+        ids, _ = model.recommend(np.arange(50), n=5, items=new)
+        results[name] = rmse, np.mean(genre[ids] == taste[:50, None])
+    assert results["features"][0] < results["ids"][0] - 0.05, results
+    assert results["features"][1] > 0.7 > results["ids"][1] + 0.3, results
+    # New items join with their features' parameters; persistence keeps them.
+    model.partial_fit(np.array([[0, 200]]), np.array([1.0]),
+                      item_features=smr.FeatureTable(pd.DataFrame({"genre": ["g1"]}, index=[200])))
+    buffer = io.BytesIO()
+    smr.save_model(model, buffer)
+    buffer.seek(0)
+    probe = np.array([[1, 200], [2, new[0]], [3, 5]])
+    np.testing.assert_array_equal(smr.load_model(buffer).predict(probe), model.predict(probe))

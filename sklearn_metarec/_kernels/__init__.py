@@ -101,12 +101,13 @@ from .maths import inner_settings, outer_settings, reptile_settings, unpack
 from .optim import adam_rows, adam_step, step_rows
 from .sampling import sample_tasks
 from .serving import adapt_users, logistic_users, predict, ridge_users, top_n
-from .sgd import sgd_epoch
+from .sgd import sgd_epoch, sgd_epoch_features
 
 __all__ = [
     "adam_rows", "adam_step", "adapt_users", "add_rows_times", "feature_step", "inner_settings", "logistic_users",
     "meta_batch_grad", "no_context", "outer_settings", "own_part_grads", "predict", "reptile_batch",
-    "reptile_settings", "ridge_users", "rows_transpose_times", "sample_tasks", "sgd_epoch", "step_rows", "top_n",
+    "reptile_settings", "ridge_users", "rows_transpose_times", "sample_tasks", "sgd_epoch", "sgd_epoch_features",
+    "step_rows", "top_n",
     "unpack",
 ]
 
