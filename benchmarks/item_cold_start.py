@@ -17,7 +17,8 @@ model (no item information for a new item), a content baseline (the bias
 model with a feature-based prior for item biases and a ridge taste per
 user over the features; ``ContentBaseline``), MAML without and with
 features, Meta-SGD with features, and MAML with item features and user
-attributes. Features: the 19 genre flags and the release decade, one-hot
+attributes; the package's factorization baseline with item features
+(LightFM's model with the squared loss, SGD). Features: the 19 genre flags and the release decade, one-hot
 (``FeatureTable``); attributes: age bracket, gender and occupation. Paired per-seed differences of
 MAML with features against the best peer.
 
@@ -42,8 +43,8 @@ import numpy as np
 import pandas as pd
 from bias_peer import BiasModel
 
-from sklearn_metarec import (EmpiricalBayesRecommender, FeatureTable, MAMLFactorizationRecommender,
-                             MetaSGDFactorizationRecommender)
+from sklearn_metarec import (EmpiricalBayesRecommender, FactorizationRecommender, FeatureTable,
+                             MAMLFactorizationRecommender, MetaSGDFactorizationRecommender)
 from sklearn_metarec.datasets import fetch_movielens, load_movielens
 from sklearn_metarec.metrics import ndcg_at_k, rmse
 
@@ -193,6 +194,8 @@ def methods():
         **peers,
         "empirical-Bayes bias model": (lambda: EmpiricalBayesRecommender(), False),
         "content baseline (genres, decade)": (lambda: ContentBaseline(), True),
+        "FactorizationRecommender + features (LightFM's model, squared loss)": (
+            lambda: FactorizationRecommender(random_state=0), True),
         IDS_ONLY: (lambda: MAMLFactorizationRecommender(random_state=0), False),
         OURS: (lambda: MAMLFactorizationRecommender(random_state=0), True),
         "Meta-SGD + features (ours)": (lambda: MetaSGDFactorizationRecommender(random_state=0), True),

@@ -95,6 +95,9 @@ def _sgd_update_features(mu, own, F_indptr, F_indices, F_data, feat, phi, i, y, 
     return w * ell
 
 
+# Apart from ``sgd_epoch``, whose loop this repeats: routed through here,
+# plain SGD took 1.33 times as long (MovieLens-100k, 100 factors), the
+# per-rating gather of an item's row from its own part costing that much.
 @jit()
 def sgd_epoch_features(users, items, ratings, weights, order, theta, n_items, user_table, lr, reg,
                        logistic, n_neg, seen_indptr, seen_items, seed, F_indptr, F_indices, F_data, feat):
