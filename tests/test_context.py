@@ -214,3 +214,18 @@ def test_time_context_buckets_unix_times():
     assert time_context([0], utc_offset_hours=-1).tolist() == [["Wed", "evening"]]
     with pytest.raises(ValueError, match="finite"):
         time_context([np.nan])
+
+
+def test_grid_search_over_the_context_penalty_with_cold_start_folds():
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+
+    from sklearn_metarec.model_selection import ColdStartSplit
+
+    X, y, genre = weekend_data(n_users=80)
+    model = smr.MAMLFactorizationRecommender(n_epochs=3, context_columns=[2], random_state=0)
+    search = GridSearchCV(model, {"context_reg": [0.005, 0.5]}, scoring="neg_root_mean_squared_error",
+                          cv=ColdStartSplit(n_splits=2, n_support=10, test_size=0.25, random_state=0)).fit(X, y)
+    assert search.best_params_["context_reg"] in (0.005, 0.5)
+    assert np.isfinite(search.best_estimator_.predict(X[:5])).all()
+    assert clone(model).get_params()["context_columns"] == [2]
