@@ -14,7 +14,7 @@ def test_readme_opens_with_install_and_test_commands():
 
 
 def test_readme_python_examples_run():
-    first, second, fourth, third = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[:4]
+    first, second, fourth, fifth, third = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[:5]
     namespace = {}
     exec(compile(first, str(README), "exec"), namespace)
     pred = namespace["model"].predict([[5000, 42], [6000, 42]])
@@ -30,6 +30,10 @@ def test_readme_python_examples_run():
     # New items ranked from their genre alone: most of each list is in the user's genre (chance: a quarter).
     ids, _ = namespace["model"].recommend(np.arange(60), n=5, items=np.arange(80, 100))
     assert np.mean(namespace["genre"][ids] == namespace["taste"][:60, None]) > 0.6
+    exec(compile(fifth, str(README), "exec"), namespace)
+    # Lists in context: the weekday's are the even items, the weekend's the odd ones.
+    lists = namespace["lists"]
+    assert np.mean(lists["weekday"] % 2 == 0) > 0.9 and np.mean(lists["weekend"] % 2 == 1) > 0.9
 
 
 def test_every_readme_table_names_the_file_behind_its_figures():
