@@ -613,6 +613,112 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         return self
 
     @reads
+    def explain(self, X, *, method="leave_one_out", n=None):
+        """Which of each user's ratings made each prediction, and by how much.
+
+        For each (user, item) row of X, every rating of the user is taken
+        out in turn and the user's parameters are folded in again from the
+        rest (its T inner steps, or the baseline's exact solve): the
+        rating's contribution is the prediction with all the user's ratings
+        less the prediction without it. Exact, and one fold-in per rating
+        of the user, so it suits a user's few ratings; the prediction with
+        all ratings is the fold-in's (for the meta-learners, that is what
+        ``predict`` gives; the SGD-trained baseline's own user rows differ).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_columns)
+            (user id, item id) rows, with the context columns of a model
+            fitted with ``context_columns``.
+        method : {"leave_one_out"}, default="leave_one_out"
+            How contributions are measured.
+        n : int, default=None
+            Keep each row's ``n`` largest contributions by size; all when None.
+
+        Returns
+        -------
+        explanation : structured ndarray
+            One record per (row, rated item), each row's by decreasing size of
+            contribution: ``row`` (index into X), ``user``, ``item``,
+            ``prediction`` (with all ratings), ``prior`` (the user's prior,
+            before any rating), ``rated_item``, ``rating`` and
+            ``contribution``. A row of an unknown user, or of one without
+            ratings, has no records.
+
+        Examples
+        --------
+        >>> from sklearn_metarec import MAMLFactorizationRecommender
+        >>> from sklearn_metarec.datasets import make_ratings
+        >>> X, y = make_ratings(n_users=40, n_items=20, random_state=0)
+        >>> model = MAMLFactorizationRecommender(n_factors=4, n_epochs=2, random_state=0).fit(X, y)
+        >>> why = model.explain([[0, 3]], n=2)
+        >>> len(why), bool(abs(why["contribution"][0]) >= abs(why["contribution"][1]))
+        (2, True)
+        """
+        check_is_fitted(self)
+        if method != "leave_one_out":
+            raise ValueError(f"method must be 'leave_one_out'; got {method!r}.")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
+            raise ValueError(f"n must be a positive integer or None; got {n!r}.")
+        users, items = self._check_X(X, reset=False)
+        u = self._user_vocab.lookup(users)
+        i, theta, n_items = self._serving_items(items, self._item_vocab.lookup(items))
+        known = np.unique(u[u >= 0])
+        indptr, rated, ratings, weights, *extra = self._log.user_csr(known, len(self._user_vocab))
+        counts = np.diff(indptr)
+        # Per known user b: copy 0 has all its ratings; copy 1 + j lacks rating j (weight 0).
+        copies = counts + 1
+        owner = np.repeat(np.arange(len(known)), copies)
+        left_out = np.arange(copies.sum()) - np.repeat(np.cumsum(copies) - copies, copies) - 1
+        sizes = counts[owner]
+        v_indptr = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+        pos = np.repeat(indptr[owner] - v_indptr[:-1], sizes) + np.arange(v_indptr[-1])
+        w = weights[pos].copy()
+        w[(pos - np.repeat(indptr[owner], sizes)) == np.repeat(left_out, sizes)] = 0.0
+        d = self._users.shape[1]
+        with numba_threads(self.n_jobs, 8 * d * len(pos)):
+            phis = self._solve_users(v_indptr, np.ascontiguousarray(rated[pos]), np.ascontiguousarray(ratings[pos]),
+                                     w, np.arange(len(owner), dtype=np.int64), known[owner],
+                                     *(np.ascontiguousarray(e[pos]) for e in extra))
+        if not np.isfinite(phis).all():
+            raise DivergenceError("Adapting users diverged while explaining: parameters became NaN or infinite.")
+        # Records: for each row with a known user, one per rating of that user.
+        b_of_row = np.searchsorted(known, u)
+        rows = np.flatnonzero(u >= 0)
+        per_row = counts[b_of_row[rows]]
+        rec_row = np.repeat(rows, per_row)
+        rec_j = np.arange(per_row.sum()) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        rec_b = b_of_row[rec_row]
+        first_copy = np.cumsum(copies) - copies
+        table = np.concatenate([phis, self._user_priors(known)])
+        which = [first_copy[rec_b], first_copy[rec_b] + 1 + rec_j, len(phis) + rec_b]  # all, without j, prior
+        scores = []
+        for codes in which:
+            out = np.empty(len(rec_row))
+            K.predict(np.ascontiguousarray(codes, dtype=np.int64), np.ascontiguousarray(i[rec_row]), table, theta,
+                      n_items, d, out)
+            if self._has_context():
+                matrix = self._read_context(X, reset=False)[rec_row]
+                out += self._context_scores(codes, i[rec_row], table, theta, n_items, matrix)
+            scores.append(expit(out) if self._logistic else out)
+        full, without, prior = scores
+        contribution = full - without
+        order = np.lexsort((-np.abs(contribution), rec_row))
+        if n is not None:
+            rank = np.arange(len(order)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+            order = order[rank < n]
+        rated_pos = indptr[rec_b] + rec_j
+        record = np.dtype([("row", np.int64), ("user", users.dtype), ("item", items.dtype),
+                           ("prediction", np.float64), ("prior", np.float64), ("rated_item", self.item_ids_.dtype),
+                           ("rating", np.float64), ("contribution", np.float64)])
+        out = np.empty(len(order), dtype=record)
+        out["row"], out["user"], out["item"] = rec_row[order], users[rec_row[order]], items[rec_row[order]]
+        out["prediction"], out["prior"] = full[order], prior[order]
+        out["rated_item"] = self.item_ids_[rated[rated_pos[order]]]
+        out["rating"], out["contribution"] = ratings[rated_pos[order]], contribution[order]
+        return out
+
+    @reads
     def recommend(self, users, n=10, *, exclude_seen=True, items=None, context=None):
         """Top-``n`` items for each user, best first.
 

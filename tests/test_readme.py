@@ -14,7 +14,7 @@ def test_readme_opens_with_install_and_test_commands():
 
 
 def test_readme_python_examples_run():
-    first, second, fourth, fifth, third = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[:5]
+    first, second, fourth, fifth, third, sixth = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[:6]
     namespace = {}
     exec(compile(first, str(README), "exec"), namespace)
     pred = namespace["model"].predict([[5000, 42], [6000, 42]])
@@ -34,6 +34,9 @@ def test_readme_python_examples_run():
     # Lists in context: the weekday's are the even items, the weekend's the odd ones.
     lists = namespace["lists"]
     assert np.mean(lists["weekday"] % 2 == 0) > 0.9 and np.mean(lists["weekend"] % 2 == 1) > 0.9
+    exec(compile(sixth, str(README), "exec"), namespace)
+    why = namespace["why"]
+    assert len(why) == 3 and (np.abs(why["contribution"][:-1]) >= np.abs(why["contribution"][1:])).all()
 
 
 def test_every_readme_table_names_the_file_behind_its_figures():

@@ -1,0 +1,77 @@
+"""explain(): each rating's leave-one-out contribution to a prediction."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+import sklearn_metarec as smr
+from sklearn_metarec.datasets import make_ratings
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_ratings(n_users=40, n_items=20, mean_ratings=8, min_ratings=5, random_state=0)
+
+
+@pytest.mark.parametrize("cls", [smr.MAMLFactorizationRecommender, smr.MetaSGDFactorizationRecommender])
+def test_contributions_are_exact_leave_one_out_fold_ins(cls, data):
+    X, y = data
+    model = cls(n_factors=4, n_epochs=3, random_state=0).fit(X, y)
+    rows = np.array([[0, 3], [2, 7]])
+    why = model.explain(rows)
+    np.testing.assert_allclose(why["prediction"][why["row"] == 0][0], model.predict(rows[:1])[0], rtol=1e-12)
+    np.testing.assert_allclose(why["prediction"][why["row"] == 1][0], model.predict(rows[1:])[0], rtol=1e-12)
+    # The reference: the user's other ratings folded in as a new user.
+    mine = np.flatnonzero(X[:, 0] == 2)
+    assert (why["row"] == 1).sum() == len(mine)
+    for record in why[why["row"] == 1][:3]:
+        rest = mine[X[mine, 1] != record["rated_item"]]
+        copy = pickle.loads(pickle.dumps(model))
+        copy.fold_in(np.column_stack([np.full(len(rest), 10**6), X[rest, 1]]), y[rest])
+        without = copy.predict([[10**6, 7]])[0]
+        np.testing.assert_allclose(record["contribution"], record["prediction"] - without, rtol=1e-9, atol=1e-12)
+    # The prior is what a user without ratings gets.
+    np.testing.assert_allclose(why["prior"][0], model.predict([[10**7, 3]])[0], rtol=1e-12)
+
+
+def test_records_are_ordered_and_cut_per_row(data):
+    X, y = data
+    model = smr.MAMLFactorizationRecommender(n_factors=4, n_epochs=2, random_state=0).fit(X, y)
+    rows = np.array([[0, 3], [999, 3], [1, 5]])  # 999: unknown, no records
+    full = model.explain(rows)
+    top = model.explain(rows, n=2)
+    assert set(full["row"]) == {0, 2} and list(top["row"]) == [0, 0, 2, 2]
+    for r in (0, 2):
+        sizes = np.abs(full["contribution"][full["row"] == r])
+        assert (sizes[:-1] >= sizes[1:]).all()
+        np.testing.assert_array_equal(top["contribution"][top["row"] == r], full["contribution"][full["row"] == r][:2])
+    rated = X[X[:, 0] == 1]
+    assert set(full["rated_item"][full["row"] == 2]) == set(rated[:, 1])
+    with pytest.raises(ValueError, match="method"):
+        model.explain(rows, method="influence-ish")
+    with pytest.raises(ValueError, match="positive integer"):
+        model.explain(rows, n=0)
+
+
+@pytest.mark.parametrize("cls", [smr.FactorizationRecommender, smr.EmpiricalBayesRecommender,
+                                 smr.ReptileFactorizationRecommender])
+def test_baselines_explain_through_their_fold_in(cls, data):
+    X, y = data
+    params = {"n_factors": 3, "n_epochs": 2} if "n_epochs" in cls().get_params() else {}
+    model = cls(**params).fit(X, y)
+    why = model.explain([[4, 2]], n=3)
+    assert len(why) == 3 and np.isfinite(why["contribution"]).all()
+    if cls is not smr.FactorizationRecommender:  # its user rows come from SGD, not from its fold-in
+        np.testing.assert_allclose(why["prediction"][0], model.predict([[4, 2]])[0], rtol=1e-12)
+
+
+def test_explanations_in_context(data):
+    X, y = data
+    when = np.where(np.arange(len(X)) % 2, "weekday", "weekend")
+    Xc = np.column_stack([X.astype(object), when])
+    model = smr.MAMLFactorizationRecommender(n_factors=3, n_epochs=2, context_columns=[2], random_state=0).fit(Xc, y)
+    rows = np.array([[0, 3, "weekend"], [0, 3, "weekday"]], dtype=object)
+    why = model.explain(rows)
+    np.testing.assert_allclose([why["prediction"][why["row"] == r][0] for r in (0, 1)], model.predict(rows),
+                               rtol=1e-12)
