@@ -616,21 +616,25 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
     def explain(self, X, *, method="leave_one_out", n=None):
         """Which of each user's ratings made each prediction, and by how much.
 
-        For each (user, item) row of X, every rating of the user is taken
-        out in turn and the user's parameters are folded in again from the
-        rest (its T inner steps, or the baseline's exact solve): the
+        ``method="leave_one_out"``: for each (user, item) row of X, every
+        rating of the user is taken out in turn and the user folded in again
+        from the rest (its T inner steps, or the baseline's exact solve); the
         rating's contribution is the prediction with all the user's ratings
-        less the prediction without it. Exact, and one fold-in per rating
-        of the user, so it suits a user's few ratings; the prediction with
-        all ratings is the fold-in's (for the meta-learners, that is what
-        ``predict`` gives; the SGD-trained baseline's own user rows differ).
+        less the prediction without it. Exact, one fold-in per rating.
+        ``method="influence"`` (the meta-learners): the exact derivative of
+        the prediction with respect to the rating's weight, through the T
+        inner steps (one reverse pass per row), times the weight: the
+        first-order estimate of the same difference, for the cost of one
+        fold-in. The prediction with all ratings is the fold-in's (for the
+        meta-learners, what ``predict`` gives; the SGD-trained baseline's
+        own user rows differ).
 
         Parameters
         ----------
         X : array-like or DataFrame of shape (n_samples, n_columns)
             (user id, item id) rows, with the context columns of a model
             fitted with ``context_columns``.
-        method : {"leave_one_out"}, default="leave_one_out"
+        method : {"leave_one_out", "influence"}, default="leave_one_out"
             How contributions are measured.
         n : int, default=None
             Keep each row's ``n`` largest contributions by size; all when None.
@@ -656,18 +660,24 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         (2, True)
         """
         check_is_fitted(self)
-        if method != "leave_one_out":
-            raise ValueError(f"method must be 'leave_one_out'; got {method!r}.")
+        if method not in ("leave_one_out", "influence"):
+            raise ValueError(f"method must be 'leave_one_out' or 'influence'; got {method!r}.")
+        influence = method == "influence"
+        if influence and not hasattr(self, "_inner_settings"):
+            raise ValueError(f"method='influence' differentiates the inner steps of a meta-learner; "
+                             f"{type(self).__name__} has none: use method='leave_one_out'.")
         if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
             raise ValueError(f"n must be a positive integer or None; got {n!r}.")
         users, items = self._check_X(X, reset=False)
         u = self._user_vocab.lookup(users)
         i, theta, n_items = self._serving_items(items, self._item_vocab.lookup(items))
+        matrix = self._read_context(X, reset=False) if self._has_context() else None
         known = np.unique(u[u >= 0])
         indptr, rated, ratings, weights, *extra = self._log.user_csr(known, len(self._user_vocab))
         counts = np.diff(indptr)
-        # Per known user b: copy 0 has all its ratings; copy 1 + j lacks rating j (weight 0).
-        copies = counts + 1
+        # Per known user b: copy 0 has all its ratings; for leave-one-out, copy
+        # 1 + j lacks rating j (weight 0).
+        copies = np.ones_like(counts) if influence else counts + 1
         owner = np.repeat(np.arange(len(known)), copies)
         left_out = np.arange(copies.sum()) - np.repeat(np.cumsum(copies) - copies, copies) - 1
         sizes = counts[owner]
@@ -691,23 +701,28 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         rec_b = b_of_row[rec_row]
         first_copy = np.cumsum(copies) - copies
         table = np.concatenate([phis, self._user_priors(known)])
-        which = [first_copy[rec_b], first_copy[rec_b] + 1 + rec_j, len(phis) + rec_b]  # all, without j, prior
-        scores = []
-        for codes in which:
+
+        def scores(codes):
             out = np.empty(len(rec_row))
             K.predict(np.ascontiguousarray(codes, dtype=np.int64), np.ascontiguousarray(i[rec_row]), table, theta,
                       n_items, d, out)
-            if self._has_context():
-                matrix = self._read_context(X, reset=False)[rec_row]
-                out += self._context_scores(codes, i[rec_row], table, theta, n_items, matrix)
-            scores.append(expit(out) if self._logistic else out)
-        full, without, prior = scores
-        contribution = full - without
+            if matrix is not None:
+                out += self._context_scores(codes, i[rec_row], table, theta, n_items, matrix[rec_row])
+            return expit(out) if self._logistic else out
+
+        full, prior = scores(first_copy[rec_b]), scores(len(phis) + rec_b)
+        rated_pos = indptr[rec_b] + rec_j
+        if influence:
+            contribution = weights[rated_pos] * self._influence(rows, b_of_row, known, indptr, rated, ratings,
+                                                                weights, extra, i, theta, n_items, matrix)
+            if self._logistic:  # the derivative of σ(ŝ), the probability predict gives
+                contribution *= full * (1.0 - full)
+        else:
+            contribution = full - scores(first_copy[rec_b] + 1 + rec_j)
         order = np.lexsort((-np.abs(contribution), rec_row))
         if n is not None:
             rank = np.arange(len(order)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
             order = order[rank < n]
-        rated_pos = indptr[rec_b] + rec_j
         record = np.dtype([("row", np.int64), ("user", users.dtype), ("item", items.dtype),
                            ("prediction", np.float64), ("prior", np.float64), ("rated_item", self.item_ids_.dtype),
                            ("rating", np.float64), ("contribution", np.float64)])
@@ -716,6 +731,31 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         out["prediction"], out["prior"] = full[order], prior[order]
         out["rated_item"] = self.item_ids_[rated[rated_pos[order]]]
         out["rating"], out["contribution"] = ratings[rated_pos[order]], contribution[order]
+        return out
+
+    def _influence(self, rows, b_of_row, known, indptr, rated, ratings, weights, extra, i, theta, n_items, matrix):
+        """∂ŝ/∂w_j of each row's prediction for each of its user's ratings,
+        concatenated in row order (see ``_kernels.influence``)."""
+        d = self.n_factors + 1
+        _, _, Q = K.unpack(theta, n_items, d)
+        items = i[rows]
+        x = np.zeros((len(rows), d))
+        x[:, 0] = 1.0
+        x[items >= 0, 1:] = Q[items[items >= 0]]
+        if matrix is not None:
+            off = self._ctx_combos @ self._ctx_E
+            x[:, 1:] += (matrix[rows] @ self._ctx_E)[:, 1:]
+            ctxs = np.ascontiguousarray(extra[0])
+        else:
+            off, ctxs = K.no_context(d)[1], K.no_context(d)[0]
+        b = b_of_row[rows]
+        out_indptr = np.r_[0, np.cumsum(np.diff(indptr)[b])].astype(np.int64)
+        out = np.empty(out_indptr[-1])
+        with numba_threads(self.n_jobs, 8 * d * len(out)):
+            K.influence_users(indptr, rated, ratings, weights, np.ascontiguousarray(b, dtype=np.int64),
+                              np.ascontiguousarray(known[b]), getattr(self, "_serve_seed", 0), theta, n_items,
+                              self._alpha(), self._inner_settings(), self._user_priors(known[b]), ctxs,
+                              np.ascontiguousarray(off), x, out_indptr, out)
         return out
 
     @reads

@@ -63,6 +63,8 @@ for cls, params, data, target in cases:
     assert np.isfinite(model.predict(np.vstack([data, with_context]))).all()
     model.recommend(np.r_[data[:3, 0], 10**6, 10**6 + 1, -5], n=5)
     model.recommend(data[:2, 0], n=3, items=np.r_[data[:4, 1], 12345])
+    for method in ("leave_one_out", "influence") if hasattr(model, "_inner_settings") else ("leave_one_out",):
+        assert np.isfinite(model.explain(np.vstack([data[:3], with_context[-2:]]), method=method, n=2)["contribution"]).all()
     print("ok", cls.__name__, params)
 
 # Numba drops bounds checks inside prange bodies (numba/numba#9380); the

@@ -75,3 +75,57 @@ def test_explanations_in_context(data):
     why = model.explain(rows)
     np.testing.assert_allclose([why["prediction"][why["row"] == r][0] for r in (0, 1)], model.predict(rows),
                                rtol=1e-12)
+
+
+@pytest.mark.parametrize("context", [False, True])
+@pytest.mark.parametrize("n_steps", [1, 2, 3])
+@pytest.mark.parametrize("loss", ["squared", "logistic", "bpr"])
+def test_influence_is_the_derivative_of_the_prediction(loss, n_steps, context):
+    from sklearn_metarec import _kernels as K
+
+    from ._reference import central_difference
+    from .test_features import small_problem
+
+    model, data, _, _ = small_problem(loss, n_steps)
+    indptr, items, ratings, weights = data[:4]
+    n_items, d = len(model._item_vocab), model.n_factors + 1
+    rng = np.random.default_rng(6)
+    if context:
+        ctxs, off = rng.integers(0, 3, indptr[-1]).astype(np.int64), rng.normal(0, 0.3, (3, d))
+    else:
+        ctxs, off = K.no_context(d)[:2]
+    user = np.array([3], dtype=np.int64)
+    start = model._user_priors(user) + rng.normal(0, 0.1, (1, d))
+    x = np.r_[1.0, rng.normal(0, 1, d - 1)][None]
+    inner = K.inner_settings(lam=0.05, kappa=2.0, n_steps=n_steps, logistic=loss != "squared",
+                             n_neg=model._n_neg(), pairwise=loss == "bpr")
+    lo, hi = indptr[3], indptr[4]
+    out = np.empty(hi - lo)
+    K.influence_users(indptr, items, ratings, weights, user, user, 5, model._theta, n_items, model._alpha(), inner,
+                      start, ctxs, off, x, np.array([0, hi - lo], dtype=np.int64), out)
+
+    def prediction(w_user):
+        w = weights.copy()
+        w[lo:hi] = w_user
+        phi = np.empty((1, d))
+        K.adapt_users(indptr, items, ratings, w, user, user, 5, model._theta, n_items, model._alpha(), inner, phi,
+                      start, ctxs, off)
+        return float(x[0] @ phi[0])
+
+    numeric = central_difference(prediction, weights[lo:hi].copy())
+    assert np.abs(out).max() > 1e-4
+    np.testing.assert_allclose(out, numeric, rtol=1e-5, atol=1e-9)
+
+
+def test_influence_estimates_leave_one_out_and_is_for_meta_learners(data):
+    X, y = data
+    model = smr.MAMLFactorizationRecommender(n_factors=4, n_epochs=3, random_state=0).fit(X, y)
+    rows = np.array([[0, 3], [1, 5], [2, 7]])
+    exact, fast = model.explain(rows), model.explain(rows, method="influence")
+    key = lambda why: {(r, i): c for r, i, c in zip(why["row"], why["rated_item"], why["contribution"])}
+    a, b = key(exact), key(fast)
+    pairs = np.array([(a[k], b[k]) for k in a])
+    assert np.corrcoef(pairs.T)[0, 1] > 0.95
+    np.testing.assert_array_equal(exact["prediction"][:1], fast["prediction"][:1])
+    with pytest.raises(ValueError, match="leave_one_out"):
+        smr.EmpiricalBayesRecommender().fit(X, y).explain(rows, method="influence")

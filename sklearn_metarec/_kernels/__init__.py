@@ -78,7 +78,9 @@ they live, never copied:
   top-n;
 * ``sgd``: the factorization baseline's SGD epoch;
 * ``features``: the chain rule into item features' parts and users'
-  attributes' parts.
+  attributes' parts;
+* ``influence``: a prediction's derivative with respect to each rating's
+  weight (explanations).
 
 Numba's cache notices only edits to a cached function's own file, so the
 cache of all kernels is keyed on a hash of every module's source (see
@@ -97,6 +99,7 @@ import numpy as np
 
 from .batches import meta_batch_grad, reptile_batch
 from .features import add_rows_times, feature_step, own_part_grads, rows_transpose_times
+from .influence import influence_users
 from .maths import inner_settings, outer_settings, reptile_settings, unpack
 from .optim import adam_rows, adam_step, step_rows
 from .sampling import sample_tasks
@@ -104,7 +107,7 @@ from .serving import adapt_users, logistic_users, predict, ridge_users, top_n
 from .sgd import sgd_epoch, sgd_epoch_features
 
 __all__ = [
-    "adam_rows", "adam_step", "adapt_users", "add_rows_times", "feature_step", "inner_settings", "logistic_users",
+    "adam_rows", "adam_step", "adapt_users", "add_rows_times", "feature_step", "influence_users", "inner_settings", "logistic_users",
     "meta_batch_grad", "no_context", "outer_settings", "own_part_grads", "predict", "reptile_batch",
     "reptile_settings", "ridge_users", "rows_transpose_times", "sample_tasks", "sgd_epoch", "sgd_epoch_features",
     "step_rows", "top_n",
