@@ -415,3 +415,19 @@ def test_context_benchmark_recovers_its_planted_context(monkeypatch):
     assert text.count("| planted |") == len(context.VARIANTS)
     rmse = {variant: np.mean([r for r, _ in results["planted", variant]]) for variant in context.VARIANTS}
     assert rmse["context, context_reg=0.005"] < rmse["ids only"] - 0.1, rmse
+
+
+def test_explain_benchmark_reports_faithfulness_speed_and_counterfactuals(tmp_path, monkeypatch):
+    _benchmarks(monkeypatch)
+    import explain
+    from sklearn_metarec.datasets import make_ratings
+
+    X, y = make_ratings(n_users=120, n_items=60, mean_ratings=30, min_ratings=25, random_state=0)
+    (tmp_path / "u.data").write_text("".join(f"{u + 1}\t{i + 1}\t{int(r)}\t{880000000 + n}\n"
+                                             for n, ((u, i), r) in enumerate(zip(X, np.rint(y)))))
+    out = tmp_path / "explain.md"
+    explain.main(["--data", str(tmp_path), "--users", "6", "--out", str(out)])
+    cells = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in out.read_text().splitlines()
+             if line.startswith("| ") and not line.startswith("| measure")}
+    assert cells["Spearman, influence against leave-one-out, mean"] > 0.8
+    assert 0 <= cells["top-1 changed, 3 random ratings out"] <= 1 and cells["influence, ms per row"] > 0
