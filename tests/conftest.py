@@ -2,12 +2,14 @@
 (see ``tests/_background.py``)."""
 
 import tempfile
+import time
 
 import pytest
 
 from ._background import RUNNER, Runner, prewarm_jobs, prewarm_report
 
 FOLDER = pytest.StashKey()
+MAIN_LANE = pytest.StashKey()  # (start, seconds until the first test that waits for a child)
 
 
 def _waits(item):
@@ -33,6 +35,13 @@ def pytest_collection_finish(session):
             jobs.update(modules[name].BACKGROUND(folder.name))
         session.config.stash[RUNNER] = Runner(jobs, folder.name)
         session.config.stash[FOLDER] = folder
+        session.config.stash[MAIN_LANE] = [time.perf_counter(), None]
+
+
+def pytest_runtest_setup(item):
+    lane = item.config.stash.get(MAIN_LANE, None)
+    if lane is not None and lane[1] is None and _waits(item):
+        lane[1] = time.perf_counter() - lane[0]
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -40,7 +49,10 @@ def pytest_terminal_summary(terminalreporter, config):
     runner = config.stash.get(RUNNER, None)
     if runner is not None and runner.seconds:
         times = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in runner.seconds.items())
-        terminalreporter.write_line(f"background children ({sum(runner.seconds.values()):.0f} s in all): {times}")
+        lane = config.stash.get(MAIN_LANE, None)
+        main = f"; the main lane reached the waiting tests at {lane[1]:.0f} s" if lane and lane[1] else ""
+        terminalreporter.write_line(f"background children ({sum(runner.seconds.values()):.0f} s in all): {times}"
+                                    + main)
     if runner is not None and "kernels" in runner.jobs and prewarm_report() is not None:
         loaded, used = prewarm_report()
         terminalreporter.write_line(f"prewarmed kernels: {loaded} of the {used} used here loaded from the cache")
