@@ -34,6 +34,14 @@ def genre_data(n_users=300, n_items=100, n_genres=4, n_new=30, seed=0):
     return X, y, new, table, genre, taste
 
 
+def copies(model):
+    """The model saved and loaded (``save_model``), and pickled and unpickled."""
+    buffer = io.BytesIO()
+    smr.save_model(model, buffer)
+    buffer.seek(0)
+    return smr.load_model(buffer), pickle.loads(pickle.dumps(model))
+
+
 def small_table(n_items=25, n_genres=3):
     frame = pd.DataFrame({"genre": [f"g{i % n_genres}" for i in range(n_items)],
                           "old": np.arange(n_items) % 2 == 0}, index=np.arange(n_items))
@@ -266,10 +274,7 @@ def test_models_with_features_save_and_load_to_identical_predictions():
     model = smr.MetaSGDFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0)
     model.fit(X, y, item_features=small_table())
     probe = np.array([[0, 1], [3, 22], [999, 24]])
-    buffer = io.BytesIO()
-    smr.save_model(model, buffer)
-    buffer.seek(0)
-    for loaded in (smr.load_model(buffer), pickle.loads(pickle.dumps(model))):
+    for loaded in copies(model):
         np.testing.assert_array_equal(loaded.predict(probe), model.predict(probe))
         np.testing.assert_array_equal(loaded.recommend([0, 3], items=np.arange(25))[0],
                                       model.recommend([0, 3], items=np.arange(25))[0])
@@ -401,8 +406,6 @@ def test_factorization_baseline_scores_new_items_by_their_features(loss):
     # New items join with their features' parameters; persistence keeps them.
     model.partial_fit(np.array([[0, 200]]), np.array([1.0]),
                       item_features=smr.FeatureTable(pd.DataFrame({"genre": ["g1"]}, index=[200])))
-    buffer = io.BytesIO()
-    smr.save_model(model, buffer)
-    buffer.seek(0)
     probe = np.array([[1, 200], [2, new[0]], [3, 5]])
-    np.testing.assert_array_equal(smr.load_model(buffer).predict(probe), model.predict(probe))
+    for loaded in copies(model):
+        np.testing.assert_array_equal(loaded.predict(probe), model.predict(probe))
