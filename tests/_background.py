@@ -102,12 +102,6 @@ K.adapt_users(np.array([0, 2], dtype=np.int64), np.array([0, 2], dtype=np.int64)
               np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), 0, np.zeros(1 + d + n_items * d),
               n_items, np.full(d, 0.3), K.inner_settings(lam=0.0, kappa=0.0, n_steps=1, logistic=False, n_neg=0),
               np.empty((1, d)), np.empty((0, d)), *K.no_context(d)[:2])
-# The explanations' reverse pass, which the suite reaches a minute in.
-K.influence_users(np.array([0, 2], dtype=np.int64), np.array([0, 2], dtype=np.int64), np.ones(2), np.ones(2),
-                  np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), 0, np.zeros(1 + d + n_items * d),
-                  n_items, np.full(d, 0.3), K.inner_settings(lam=0.0, kappa=0.0, n_steps=1, logistic=False, n_neg=0),
-                  np.zeros((1, d)), *K.no_context(d)[:2], np.ones((1, d)), np.array([0, 2], dtype=np.int64),
-                  np.empty(2))
 
 X, y = make_ratings(n_users=30, n_items=15, mean_ratings=6, min_ratings=3, random_state=0)
 new = np.column_stack([np.repeat([10**6], 3), X[:3, 1]])
@@ -118,7 +112,7 @@ for model in (smr.ReptileFactorizationRecommender(n_factors=3, n_epochs=1),
     model.fit(X, y)
     model.fold_in(new, y[:3])
 """
-PREWARMED = ("reptile_batch", "adapt_users", "ridge_users", "influence_users")
+PREWARMED = ("reptile_batch", "adapt_users", "ridge_users")
 
 
 def prewarm_jobs():
