@@ -286,21 +286,21 @@ def tables(results, seeds):
             peers = [n for n in names if "(ours)" not in n and not np.isnan(results[n, scenario, metric]).any()]
             best = max(peers, key=lambda n: sign * np.mean(results[n, scenario, metric]))
             for other in (best, IDS_ONLY):
-                diff = np.array(results[OURS, scenario, metric]) - np.array(results[other, scenario, metric])
-                se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-                verdict = "tie (inside 2 s.e.)" if abs(diff.mean()) <= 2 * se else (
-                    "better" if sign * diff.mean() > 0 else "worse")
-                lines.append(f"- {metric}: {diff.mean():+.4f} ± {se:.4f} against {other}: {verdict}")
+                lines.append(f"- {metric}: {paired(results, scenario, metric, OURS, other)}")
         if "new users" in scenario and WITH_USERS in names:
             lines += ["", f"{WITH_USERS} against {OURS} (what the attributes add), paired per seed:", ""]
-            for metric in metrics:
-                sign = -1 if metric == "RMSE" else 1
-                diff = np.array(results[WITH_USERS, scenario, metric]) - np.array(results[OURS, scenario, metric])
-                se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-                verdict = "tie (inside 2 s.e.)" if abs(diff.mean()) <= 2 * se else (
-                    "better" if sign * diff.mean() > 0 else "worse")
-                lines.append(f"- {metric}: {diff.mean():+.4f} ± {se:.4f}: {verdict}")
+            lines += [f"- {metric}: {paired(results, scenario, metric, WITH_USERS, OURS)}" for metric in metrics]
     return "\n".join(lines)
+
+
+def paired(results, scenario, metric, ours, other):
+    """The per-seed difference of ``ours`` from ``other``, its standard error
+    and the verdict (a difference within 2 s.e. is a tie)."""
+    sign = -1 if metric == "RMSE" else 1
+    diff = np.array(results[ours, scenario, metric]) - np.array(results[other, scenario, metric])
+    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    verdict = "tie (inside 2 s.e.)" if abs(diff.mean()) <= 2 * se else ("better" if sign * diff.mean() > 0 else "worse")
+    return f"{diff.mean():+.4f} ± {se:.4f} against {other}: {verdict}"
 
 
 def main(argv=None):
