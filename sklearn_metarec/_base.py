@@ -31,6 +31,7 @@ from ._data import (
     check_weights,
     csr_by_user,
 )
+from ._onboarding import STRATEGIES, condition, greedy_variance_reduction, melu_scores, prior_covariance
 
 
 # Below this much work (about multiply-adds) a kernel call runs on the
@@ -757,6 +758,144 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
                               self._alpha(), self._inner_settings(), self._user_priors(known[b]), ctxs,
                               np.ascontiguousarray(off), x, out_indptr, out)
         return out
+
+    @reads
+    def select_items(self, n=10, *, user=None, candidates=None, strategy="uncertainty", random_state=None):
+        """Items to ask a user to rate, most useful first (onboarding).
+
+        ``strategy="uncertainty"`` (the default) treats the user's parameters
+        φ = (b_u, p_u) as uncertain around their prior, with the spread that
+        the known users have about theirs, and picks, one at a time, the
+        rating that most reduces the expected variance of the user's
+        predictions over the catalogue (items weighted by their number of
+        ratings), given the ratings already picked: a greedy Bayesian
+        experimental design on the model's own item vectors (1, q_i). It
+        prefers items that users rate differently and that differ from
+        those already picked. ``"melu"``: MeLU's evidence candidates, the
+        item's mean gradient norm of the loss at the users' prior over its
+        training ratings, times its popularity (each scaled to at most 1).
+        ``"popularity"``: most rated first. ``"random"``: a random order.
+
+        A known ``user`` is asked about items it has not rated, and under
+        ``"uncertainty"`` starts from what its ratings already tell.
+        Context, for a model fitted with ``context_columns``, is left out.
+
+        Parameters
+        ----------
+        n : int, default=10
+            Number of items; fewer when fewer candidates are left.
+        user : user id, default=None
+            The user to ask; None (or an id the model does not know, unless
+            the user feature table lists it) for a new user.
+        candidates : array-like of item ids, default=None
+            The items to choose from, for example those a new user is
+            likely to know; every item when None. Ids the model does not
+            know are allowed (items in the feature table get their
+            features' vectors).
+        strategy : {"uncertainty", "melu", "popularity", "random"}, default="uncertainty"
+            The rule; ties are broken by popularity, then by order of the
+            candidates.
+        random_state : int, RandomState instance or None, default=None
+            The order for ``strategy="random"``.
+
+        Returns
+        -------
+        items : ndarray of shape (n_selected,)
+            Item ids, most useful first.
+
+        Examples
+        --------
+        >>> from sklearn_metarec import MAMLFactorizationRecommender
+        >>> from sklearn_metarec.datasets import make_ratings
+        >>> X, y = make_ratings(n_users=40, n_items=20, random_state=0)
+        >>> model = MAMLFactorizationRecommender(n_factors=4, n_epochs=2, random_state=0).fit(X, y)
+        >>> ask = model.select_items(5)
+        >>> len(ask), len(set(ask.tolist()))
+        (5, 5)
+        """
+        check_is_fitted(self)
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"n must be a positive integer; got {n!r}.")
+        if not isinstance(strategy, str) or strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}.")
+        if user is not None:
+            if np.ndim(user) != 0:
+                raise ValueError(f"user must be a single user id; got an array of shape {np.shape(user)}.")
+            check_id_column(np.atleast_1d(np.asarray(user)), "user", source="user")
+        if candidates is None:
+            candidate_ids = self.item_ids_
+        else:
+            candidate_ids = np.asarray(candidates)
+            if candidate_ids.ndim != 1 or len(candidate_ids) == 0:
+                raise ValueError("candidates must be a non-empty 1-D array of item ids.")
+            check_id_column(candidate_ids, "item", source="candidates")
+        rng = check_random_state(random_state)
+        codes, theta, n_items = self._serving_items(candidate_ids, self._item_vocab.lookup(candidate_ids))
+        if candidates is not None:
+            _, first = np.unique(codes, return_index=True)
+            keep = np.zeros(len(codes), dtype=bool)
+            keep[first] = True
+            keep |= codes < 0  # unknown ids all share code −1; each is its own item
+            codes, candidate_ids = codes[keep], candidate_ids[keep]
+        n_users, d = len(self._user_vocab), self.n_factors + 1
+        indptr, rated, ratings, weights, *_ = self._log.csr(n_users)
+        u = np.atleast_1d(self._user_vocab.lookup(np.atleast_1d(np.asarray(user)))) if user is not None else [-1]
+        user_code = int(u[0])
+        mine = rated[indptr[user_code] : indptr[user_code + 1]] if user_code >= 0 else rated[:0]
+        fresh = ~np.isin(codes, mine) | (codes < 0)
+        codes, candidate_ids = codes[fresh], candidate_ids[fresh]
+        if len(codes) == 0:
+            return candidate_ids
+        positive = ratings > 0 if self._implicit else np.ones(len(ratings), dtype=bool)
+        popularity = np.bincount(rated[positive], minlength=n_items).astype(np.float64)
+        pop = np.where(codes >= 0, popularity[np.maximum(codes, 0)], 0.0)
+        order = np.lexsort((np.arange(len(codes)), -pop))  # ties: popular first, then as given
+        codes, candidate_ids, pop = codes[order], candidate_ids[order], pop[order]
+        if strategy == "random":
+            return candidate_ids[rng.permutation(len(codes))[:n]]
+        if strategy == "popularity":
+            return candidate_ids[:n]
+        _, b_items, Q = K.unpack(theta, n_items, d)
+        X_items = np.hstack([np.ones((n_items, 1)), Q])
+        if self._pairwise:  # a user's bias cancels from every pair
+            X_items[:, 0] = 0.0
+        X_cand = np.where(codes[:, None] >= 0, X_items[np.maximum(codes, 0)], np.eye(1, d))
+        log_users = np.repeat(np.arange(n_users), np.diff(indptr))
+        if strategy == "melu":
+            s0 = np.empty(len(rated))
+            K.predict(log_users, rated, self._user_priors(np.arange(n_users)), self._theta,
+                      len(self._item_vocab), d, s0)
+            error = np.abs(expit(s0) - (ratings > 0)) if self._implicit else np.abs(s0 - ratings)
+            grad = np.bincount(rated, weights=error, minlength=n_items) / np.maximum(
+                np.bincount(rated, minlength=n_items), 1)
+            grad = grad * np.linalg.norm(X_items, axis=1)
+            score = melu_scores(np.where(codes >= 0, grad[np.maximum(codes, 0)], 0.0), pop)
+            return candidate_ids[np.argsort(-score, kind="stable")[:n]]
+        phi = self._theta[1 : 1 + d]
+        if user is not None:
+            ucodes, table = self._serving_users(np.atleast_1d(np.asarray(user)), np.asarray(u, dtype=np.int64))
+            phi = table[ucodes[0]] if ucodes[0] >= 0 else phi
+        if self._implicit:
+            # Laplace's approximation: a logistic rating informs as a Gaussian
+            # one of variance 1 / p(1 − p) at the user's present estimate.
+            p = expit(self._theta[0] + b_items + X_items @ phi)
+            p_cand = np.where(codes >= 0, p[np.maximum(codes, 0)], expit(self._theta[0] + X_cand @ phi))
+            X_items, X_cand = X_items * np.sqrt(p * (1 - p))[:, None], X_cand * np.sqrt(p_cand * (1 - p_cand))[:, None]
+            item_noise, noise = np.ones(n_items), 1.0
+        else:
+            fitted = np.empty(len(rated))
+            K.predict(log_users, rated, self._users, self._theta, len(self._item_vocab), d, fitted)
+            noise = float(np.average((ratings - fitted) ** 2, weights=weights)) if weights.sum() > 0 else 1.0
+            # An item's ratings are as noisy as its residuals, shrunk to the
+            # mean noise by a prior worth 10 ratings.
+            sq = np.bincount(rated, weights=weights * (ratings - fitted) ** 2, minlength=n_items)
+            wsum = np.bincount(rated, weights=weights, minlength=n_items)
+            item_noise = np.maximum((sq + 10.0 * noise) / (wsum + 10.0), 1e-12)
+        sigma = prior_covariance(self._users - self._user_priors(np.arange(n_users)))
+        sigma = condition(sigma, X_items[mine] / np.sqrt(item_noise[mine])[:, None])
+        target = X_items.T @ (X_items * (popularity / max(popularity.sum(), 1.0))[:, None])
+        noise = np.where(codes >= 0, item_noise[np.maximum(codes, 0)], max(noise, 1e-12))
+        return candidate_ids[greedy_variance_reduction(X_cand, sigma, target, noise, n)]
 
     @reads
     def recommend(self, users, n=10, *, exclude_seen=True, items=None, context=None):

@@ -431,3 +431,21 @@ def test_explain_benchmark_reports_faithfulness_speed_and_counterfactuals(tmp_pa
              if line.startswith("| ") and not line.startswith("| measure")}
     assert cells["Spearman, influence against leave-one-out, mean"] > 0.8
     assert 0 <= cells["top-1 changed, 3 random ratings out"] <= 1 and cells["influence, ms per row"] > 0
+    assert 0 <= cells["top-1 changed, 3 ratings of the most similar items out"] <= 1
+
+
+def test_onboarding_benchmark_scores_every_strategy(tmp_path, monkeypatch):
+    _benchmarks(monkeypatch)
+    import onboarding
+    from sklearn_metarec.datasets import make_ratings
+
+    X, y = make_ratings(n_users=100, n_items=60, mean_ratings=30, min_ratings=25, random_state=0)
+    (tmp_path / "u.data").write_text("".join(f"{u + 1}\t{i + 1}\t{int(r)}\t{880000000 + n}\n"
+                                             for n, ((u, i), r) in enumerate(zip(X, np.rint(y)))))
+    out = tmp_path / "onboarding.md"
+    onboarding.main(["--data", str(tmp_path), "--seeds", "0", "--out", str(out)])
+    rows = [line.split("|") for line in out.read_text().splitlines() if line.startswith("| ") and "strategy" not in line]
+    assert sorted((r[1].strip(), int(r[2])) for r in rows) == sorted(
+        (s, n) for s in onboarding.STRATEGIES for n in onboarding.NS)
+    for r in rows:
+        assert 0 < float(r[3]) < 3 and 0 < float(r[4]) <= 1

@@ -14,7 +14,8 @@ def test_readme_opens_with_install_and_test_commands():
 
 
 def test_readme_python_examples_run():
-    first, second, fourth, fifth, third, sixth = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[:6]
+    first, second, fourth, fifth, third, sixth, seventh, eighth = re.findall(
+        r"```python\n(.*?)```", README.read_text(), re.S)[:8]
     namespace = {}
     exec(compile(first, str(README), "exec"), namespace)
     pred = namespace["model"].predict([[5000, 42], [6000, 42]])
@@ -37,6 +38,12 @@ def test_readme_python_examples_run():
     exec(compile(sixth, str(README), "exec"), namespace)
     why = namespace["why"]
     assert len(why) == 3 and (np.abs(why["contribution"][:-1]) >= np.abs(why["contribution"][1:])).all()
+    exec(compile(seventh, str(README), "exec"), namespace)
+    reasons, lists = namespace["reasons"], namespace["lists"]
+    assert len(reasons) == 60 and (np.bincount(reasons["row"]) == 2).all()
+    assert (reasons["item"] == lists.ravel()[reasons["row"]]).all()
+    exec(compile(eighth, str(README), "exec"), namespace)
+    assert len(set(namespace["ask"].tolist())) == 5
 
 
 def test_every_readme_table_names_the_file_behind_its_figures():
