@@ -767,11 +767,13 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         φ = (b_u, p_u) as uncertain around their prior, with the spread that
         the known users have about theirs, and picks, one at a time, the
         rating that most reduces the expected variance of the user's
-        predictions over the catalogue (items weighted by their number of
-        ratings), given the ratings already picked: a greedy Bayesian
-        experimental design on the model's own item vectors (1, q_i). It
-        prefers items that users rate differently and that differ from
-        those already picked. ``"melu"``: MeLU's evidence candidates, the
+        predictions over the candidates (or, without candidates, over the
+        catalogue, items weighted by their number of ratings), given the
+        ratings already picked, each item's ratings as noisy as its
+        residuals: a greedy Bayesian experimental design on the model's own
+        item vectors (1, q_i); a logistic model is linearized at the user's
+        estimate. It prefers items that users rate differently and that
+        differ from those already picked. ``"melu"``: MeLU's evidence candidates, the
         item's mean gradient norm of the loss at the users' prior over its
         training ratings, times its popularity (each scaled to at most 1).
         ``"popularity"``: most rated first. ``"random"``: a random order.
@@ -893,7 +895,13 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             item_noise = np.maximum((sq + 10.0 * noise) / (wsum + 10.0), 1e-12)
         sigma = prior_covariance(self._users - self._user_priors(np.arange(n_users)))
         sigma = condition(sigma, X_items[mine] / np.sqrt(item_noise[mine])[:, None])
-        target = X_items.T @ (X_items * (popularity / max(popularity.sum(), 1.0))[:, None])
+        # The predictions to make certain: those of the candidates (items the
+        # user knows, so likely the ones that matter), or of the catalogue,
+        # each item weighted by its number of ratings.
+        if candidates is None:
+            target = X_items.T @ (X_items * (popularity / max(popularity.sum(), 1.0))[:, None])
+        else:
+            target = X_cand.T @ X_cand / len(X_cand)
         noise = np.where(codes >= 0, item_noise[np.maximum(codes, 0)], max(noise, 1e-12))
         return candidate_ids[greedy_variance_reduction(X_cand, sigma, target, noise, n)]
 
