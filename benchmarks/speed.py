@@ -301,9 +301,8 @@ def feature_fit_rates(n_users, n_items, k, steps, epochs=5, repeat=5):
     features and user attributes, with those and context) of MAML's
     meta-training (Adam steps included) on ``make_ratings``' data with its
     genres, cluster attributes and its timestamps' weekday and part of day:
-    the time of a fit of 1 + ``epochs`` epochs less that of a fit of 1, so
-    that reading the data and the final fold-in, done once per fit, drop
-    out; best of ``repeat`` after a warm-up fit."""
+    the time of ``epochs`` epochs of a model fitted for one, best of
+    ``repeat`` rounds."""
     import pandas as pd
     import scipy.sparse as sp
 
@@ -323,21 +322,29 @@ def feature_fit_rates(n_users, n_items, k, steps, epochs=5, repeat=5):
                 "context": {"item_features": items, "user_features": users, "X": in_context}}
     rows = []
     for n_steps, first_order in itertools.product(steps, (False, True)):
-        rates = {}
-        for name, tables in variants.items():
-            def fit(n_epochs, tables=tables):
-                tables = dict(tables)
-                X = tables.pop("X", data.X)
-                MAMLFactorizationRecommender(n_factors=k, n_inner_steps=n_steps, first_order=first_order,
-                                             n_epochs=n_epochs,
-                                             context_columns=["weekday", "daypart"] if X is not data.X else None,
-                                             random_state=0).fit(X, data.y, **tables)
-            fit(1)  # compiles on first use
-            many = min(_timed(lambda: fit(1 + epochs)) for _ in range(repeat))
-            one = min(_timed(lambda: fit(1)) for _ in range(repeat))
-            rates[name] = epochs * n_users / max(many - one, 1e-9)
-        rows.append((n_steps, "first" if first_order else "exact", rates["ids"], rates["items"], rates["both"],
-                     rates["context"]))
+        def fit(tables):
+            tables = dict(tables)
+            X = tables.pop("X", data.X)
+            return MAMLFactorizationRecommender(
+                n_factors=k, n_inner_steps=n_steps, first_order=first_order, n_epochs=1,
+                context_columns=["weekday", "daypart"] if X is not data.X else None, random_state=0,
+            ).fit(X, data.y, **tables)
+        models = {name: fit(tables) for name, tables in variants.items()}  # compiles on first use
+        users = np.arange(n_users)
+        # ``epochs`` more epochs of each fitted model, timed alone (data reading
+        # and the final fold-in, done once per fit, left out). The variants
+        # take turns within each round, so that a slow spell of the shared
+        # machine falls on all of them; the best round of each.
+        times = {name: [] for name in variants}
+        for _ in range(repeat):
+            for name, model in models.items():
+                times[name].append(_timed(lambda: model._train(users, epochs)))
+        rates = {name: epochs * n_users / min(times[name]) for name in variants}
+        # A slowdown is the median over rounds of the ratio within a round,
+        # whose timings ran back to back.
+        slowdowns = {name: float(np.median(np.divide(times[name], times["ids"]))) for name in variants}
+        rows.append((n_steps, "first" if first_order else "exact",
+                     *((rates[name], slowdowns[name]) for name in ("ids", "items", "both", "context"))))
     return rows
 
 
@@ -348,20 +355,20 @@ def features_section(args):
         "",
         f"`make_ratings(n_users={args.n_users}, n_items={args.n_items}, as_bunch=True)`: its genres as item "
         "features, its cluster labels as user attributes, its timestamps' weekday and part of day as context "
-        "(each column adds to the one before). MAML, k = 32: the time of 5 epochs of meta-training, Adam steps "
-        f"included (a fit of 6 epochs less a fit of 1, so that reading the data and the final fold-in drop "
-        f"out); tasks (users x epochs) per second, each fit best of 5 after a warm-up. {os.cpu_count()} cores, {numba.get_num_threads()} Numba threads.",
+        "(each column adds to the one before). MAML, k = 32: the time of 5 epochs of meta-training of a model "
+        f"fitted for one (the private `_train`: reading the data and the final fold-in left out), Adam steps "
+        f"included; tasks (users x epochs) per second, best of 5 rounds, the variants taking turns in each round; a slowdown is the median over the rounds of the time's ratio to ids only's in the same round. {os.cpu_count()} cores, {numba.get_num_threads()} Numba threads.",
         "",
         "| T | order | ids only | + item features | slowdown | + user attributes | slowdown | + context | slowdown |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for n_steps, order, ids, items, both, context in rows:
-        section.append(f"| {n_steps} | {order} | {ids:,.0f} | {items:,.0f} | {ids / items:.2f}x | {both:,.0f} | "
-                       f"{ids / both:.2f}x | {context:,.0f} | {ids / context:.2f}x |")
+    for n_steps, order, (ids, _), (items, slow_items), (both, slow_both), (context, slow_context) in rows:
+        section.append(f"| {n_steps} | {order} | {ids:,.0f} | {items:,.0f} | {slow_items:.2f}x | {both:,.0f} | "
+                       f"{slow_both:.2f}x | {context:,.0f} | {slow_context:.2f}x |")
     exact = {r[0]: r for r in rows if r[1] == "exact"}
     first = {r[0]: r for r in rows if r[1] == "first"}
     section += ["", "Exact second order's cost over first order's, with item features, user attributes and "
-                "context: " + ", ".join(f"T = {t}: {first[t][5] / exact[t][5]:.2f}x" for t in sorted(exact)) + "."]
+                "context: " + ", ".join(f"T = {t}: {first[t][5][0] / exact[t][5][0]:.2f}x" for t in sorted(exact)) + "."]
     print("\n".join(section), flush=True)
     out = Path(args.out).with_name("speed_features.md")
     out.write_text("\n".join(section) + "\n")

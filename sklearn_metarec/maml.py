@@ -521,7 +521,6 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
 
     # Meta-SGD (a subclass) learns the inner step sizes and L2 strength too.
     _learns_hyper = False
-    # Reptile (a subclass) has no chain rule into item features yet.
     _takes_item_features = True
     _takes_user_features = True
 

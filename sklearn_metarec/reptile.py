@@ -24,6 +24,15 @@ class ReptileFactorizationRecommender(MAMLFactorizationRecommender):
     Serving is as in :class:`MAMLFactorizationRecommender`: users are
     adapted from φ₀ by ``n_inner_steps`` steps on their ratings.
 
+    ``fit(..., item_features=..., user_features=...)`` takes the tables
+    MAML takes. With no gradient to chain into them, each item feature's
+    part moves by ``meta_lr`` times the mean Reptile direction of the
+    batch's items that have it, and every item follows its features; each
+    user attribute's part moves likewise toward its users' adapted
+    parameters beyond φ₀'s move. New items and users listed in the tables
+    are scored from their features before any rating. Context is not
+    supported.
+
     Parameters
     ----------
     n_factors : int, default=32
@@ -151,8 +160,13 @@ n_iter_, n_features_in_, feature_names_in_
     def _resolve_item_shrinkage(self):
         pass  # Reptile's step has no item prior
 
-    _takes_item_features = False
-    _takes_user_features = False
+    # Features without a gradient to chain into them: each item feature's
+    # part follows the mean Reptile move of the batch's items that have it,
+    # and every item follows its features, so that rarely rated and new
+    # items move with their kind; each user attribute's part follows the
+    # mean move of its users' priors beyond the population's.
+    _takes_item_features = True
+    _takes_user_features = True
 
     def _meta_epoch(self, indptr, items, ratings, weights, order, lo, hi, seed):
         """One pass over ``order`` in meta-batches: one kernel call for the
@@ -164,14 +178,52 @@ n_iter_, n_features_in_, feature_names_in_
         d = self.n_factors + 1
         delta = np.empty_like(self._theta)
         rows = np.empty(n_items, dtype=np.int64)
+        features = getattr(self, "_item_F", None) is not None
+        attributes = getattr(self, "_user_G", None) is not None
         losses = []
         for batch, offsets in self._batches(indptr, order):
+            priors, d_priors = self._task_priors(batch)
             loss, n_rows = K.reptile_batch(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
-                alpha, self._inner_settings(), step, delta, rows,
+                alpha, self._inner_settings(), step, delta, rows, priors, d_priors,
             )
             losses.append(loss)
             if not loss < self._loss_limit:  # also catches NaN
                 break
+            if features:
+                self._features_follow(delta, rows[:n_rows])
+            if attributes:
+                self._attributes_follow(batch, d_priors - delta[1 : 1 + d])
             K.step_rows(self._theta, delta, float(self.meta_lr), n_items, d, rows, n_rows)
         return np.array(losses)
+
+    def _attributes_follow(self, batch, beyond):
+        """Move each attribute's part of the prior by the meta step times the
+        mean, over the batch's users that have it (weighted by its values),
+        of ``beyond``: their priors' Reptile moves less the population's
+        (φ₀'s move, the mean of them all)."""
+        G = self._user_G
+        direction = np.empty_like(self._ufeat)
+        K.rows_transpose_times(G.indptr, G.indices, G.data, batch, np.ascontiguousarray(beyond), direction)
+        mass = np.empty((len(self._ufeat), 1))
+        K.rows_transpose_times(G.indptr, G.indices, np.abs(G.data), batch, np.ones((len(batch), 1)), mass)
+        self._ufeat += float(self.meta_lr) * np.divide(direction, mass, out=np.zeros_like(direction), where=mass > 0)
+
+    def _features_follow(self, delta, rows):
+        """Move each feature's part (c, E) by the meta step times the mean
+        Reptile direction of the batch's ``rows`` that have it (weighted by
+        the feature's values), and every item by its features' moves. The
+        batch's rows keep their Reptile step exactly: ``delta``'s rows lose
+        what their features' moves give them."""
+        F, d, n_items = self._item_F, self.n_factors + 1, len(self._item_vocab)
+        _, d_b, d_Q = K.unpack(delta, n_items, d)
+        D = np.column_stack([d_b[rows], d_Q[rows]])
+        direction = np.empty_like(self._feat)
+        K.rows_transpose_times(F.indptr, F.indices, F.data, rows, D, direction)
+        mass = np.empty((len(self._feat), 1))
+        K.rows_transpose_times(F.indptr, F.indices, np.abs(F.data), rows, np.ones((len(rows), 1)), mass)
+        move = float(self.meta_lr) * np.divide(direction, mass, out=np.zeros_like(direction), where=mass > 0)
+        K.add_rows_times(F.indptr, F.indices, F.data, rows, -move / float(self.meta_lr), D)
+        d_b[rows], d_Q[rows] = D[:, 0], D[:, 1:]
+        self._feat += move
+        K.follow_features(F.indptr, F.indices, F.data, move, self._theta, n_items)

@@ -40,6 +40,8 @@ cases = [
     (smr.EmpiricalBayesRecommender, dict(), X, y),
     (smr.MAMLFactorizationRecommender, dict(item_features=smr.FeatureTable(
         np.eye(3)[np.arange(20) % 3], ids=np.r_[np.arange(15), 999, 1000, 1001, 1002, 1003])), X, y),
+    (smr.ReptileFactorizationRecommender, dict(item_features=smr.FeatureTable(
+        np.eye(3)[np.arange(20) % 3], ids=np.r_[np.arange(15), 999, 1000, 1001, 1002, 1003])), X, y),
     # Users' attributes: tasks and fold-ins start from their own priors;
     # 10**6 + 1 (recommended for below) is an unknown user the table lists.
     (smr.FactorizationRecommender, dict(loss="logistic", item_features=smr.FeatureTable(
@@ -97,7 +99,7 @@ def BACKGROUND(folder):
 def test_every_kernel_path_stays_in_bounds(request, tmp_path):
     code, out, err, _ = _background.outcome(request, sys.modules[__name__], "boundscheck", tmp_path)
     assert code == 0, err[-4000:]
-    assert out.count("ok ") == 16
+    assert out.count("ok ") == 17
     assert "checked inside prange bodies" in out
 
 

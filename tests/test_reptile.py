@@ -46,6 +46,11 @@ def reptile_reference(p, tasks, lam, kappa, item_lr, n_steps, adapt_items, loss=
     return delta
 
 
+def no_priors(d):
+    """The kernel's (priors, d_priors) when every task starts from φ₀."""
+    return np.empty((0, d)), np.empty((0, d))
+
+
 @pytest.mark.parametrize("loss, n_neg", [("squared", 0), ("logistic", 0), ("logistic", 2)])
 @pytest.mark.parametrize("n_steps", [1, 3])
 @pytest.mark.parametrize("adapt_items", [True, False])
@@ -62,7 +67,8 @@ def test_update_matches_numpy(n_steps, adapt_items, loss, n_neg):
                                     p["sup_hi"], 4, offsets, p["theta"], p["n_items"], p["alpha"],
                                     K.inner_settings(lam=0.05, kappa=1.5, n_steps=n_steps,
                                                      logistic=loss == "logistic", n_neg=n_neg),
-                                    K.reptile_settings(item_lr=0.2, adapt_items=adapt_items), delta, rows)
+                                    K.reptile_settings(item_lr=0.2, adapt_items=adapt_items), delta, rows,
+                                    *no_priors(p["d"]))
     tasks = tasks_of(p, users, 4, n_neg)
     support_items = np.unique(np.concatenate([items[:n_sup] for items, _, _, n_sup in tasks]))
     assert np.array_equal(np.sort(rows[:n_rows]), support_items)
@@ -81,6 +87,34 @@ def test_update_matches_numpy(n_steps, adapt_items, loss, n_neg):
     assert value == pytest.approx(np.mean(support_losses), rel=1e-12)
 
 
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_tasks_with_their_own_priors_adapt_from_them(loss):
+    # Task b from prior P_b is the task alone with φ₀ = P_b: its direction is
+    # that run's φ₀ direction, and the batch's φ₀ direction is their mean.
+    p = random_problem(2, 4, 6, 3, loss)
+    users = np.arange(4, dtype=np.int64)
+    offsets = task_offsets(p, users, 0)
+    d = p["d"]
+    priors = p["theta"][1 : 1 + d] + np.random.default_rng(0).normal(0, 0.3, (4, d))
+    d_priors = np.empty((4, d))
+    inner = K.inner_settings(lam=0.05, kappa=1.5, n_steps=2, logistic=loss == "logistic", n_neg=0)
+    step = K.reptile_settings(item_lr=0.2, adapt_items=True)
+    delta = np.zeros_like(p["theta"])
+    rows = np.empty(p["n_items"], dtype=np.int64)
+    args = (p["indptr"], p["items"], p["ratings"], p["weights"])
+    K.reptile_batch(*args, users, p["sup_lo"], p["sup_hi"], 4, offsets, p["theta"], p["n_items"], p["alpha"],
+                    inner, step, delta, rows, priors, d_priors)
+    for b in range(4):
+        theta = p["theta"].copy()
+        theta[1 : 1 + d] = priors[b]
+        alone = np.zeros_like(theta)
+        K.reptile_batch(*args, users[b : b + 1], p["sup_lo"], p["sup_hi"], 4,
+                        np.array([0, offsets[b + 1] - offsets[b]]), theta, p["n_items"], p["alpha"], inner, step,
+                        alone, rows, *no_priors(d))
+        np.testing.assert_allclose(d_priors[b], alone[1 : 1 + d], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(delta[1 : 1 + d], d_priors.mean(axis=0), rtol=1e-12)
+
+
 def test_a_meta_step_interpolates_toward_the_adapted_parameters():
     X, y = small_data()
     model = ReptileFactorizationRecommender(n_factors=3, n_epochs=0, meta_batch_size=1000,
@@ -96,7 +130,7 @@ def test_a_meta_step_interpolates_toward_the_adapted_parameters():
     K.reptile_batch(indptr, items, ratings, weights, order, lo, hi, 11, offsets, start, len(model.item_ids_),
                     model._alpha(), model._inner_settings(),
                     K.reptile_settings(item_lr=model._inner_lr(), adapt_items=True),
-                    delta, np.empty(len(model.item_ids_), dtype=np.int64))
+                    delta, np.empty(len(model.item_ids_), dtype=np.int64), *no_priors(4))
     model.set_params(meta_lr=0.3)._meta_epoch(indptr, items, ratings, weights, order, lo, hi, 11)
     np.testing.assert_allclose(model._theta, start + 0.3 * delta, rtol=1e-12)
 

@@ -155,8 +155,25 @@ def test_bad_user_tables_are_refused_and_change_nothing():
             X, y, user_features=pd.DataFrame({"g": ["a"]}, index=["not-an-int-id"]))
 
 
-@pytest.mark.parametrize("cls", [smr.ReptileFactorizationRecommender, smr.FactorizationRecommender,
-                                 smr.EmpiricalBayesRecommender])
+def test_reptile_new_users_get_the_prior_of_their_attributes():
+    # Reptile has no gradient to chain into the attributes: each attribute's
+    # part follows the mean move of its users' priors beyond φ₀'s.
+    X, y, table, new, genre = group_data()
+    with_attributes = smr.ReptileFactorizationRecommender(random_state=0).fit(X, y, user_features=table)
+    without = smr.ReptileFactorizationRecommender(random_state=0).fit(X, y)
+    ids, _ = with_attributes.recommend(new, n=10)
+    assert np.mean(genre[ids] == np.arange(3)[:, None]) > 0.9
+    items = np.arange(len(genre))
+    grid = np.column_stack([np.repeat(new, len(items)), np.tile(items, 3)])
+    truth = np.where(genre[grid[:, 1]] == grid[:, 0] - 1000, 4.5, 2.0)
+    rmse = {name: np.sqrt(np.mean((m.predict(grid) - truth) ** 2)) for name, m in
+            [("attributes", with_attributes), ("none", without)]}
+    assert rmse["attributes"] < 0.6 * rmse["none"], rmse
+    for loaded in copies(with_attributes):
+        np.testing.assert_array_equal(loaded.predict(grid), with_attributes.predict(grid))
+
+
+@pytest.mark.parametrize("cls", [smr.FactorizationRecommender, smr.EmpiricalBayesRecommender])
 def test_estimators_without_attributes_say_so(cls):
     X, y = make_ratings(n_users=20, n_items=10, random_state=0)
     with pytest.raises(TypeError, match="user_features"):

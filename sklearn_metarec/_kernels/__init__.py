@@ -98,7 +98,7 @@ task order for the same reason.
 import numpy as np
 
 from .batches import meta_batch_grad, reptile_batch
-from .features import add_rows_times, feature_step, own_part_grads, rows_transpose_times
+from .features import add_rows_times, feature_step, follow_features, own_part_grads, rows_transpose_times
 from .influence import influence_users
 from .maths import inner_settings, outer_settings, reptile_settings, unpack
 from .optim import adam_rows, adam_step, step_rows
@@ -107,7 +107,7 @@ from .serving import adapt_users, logistic_users, predict, ridge_users, top_n
 from .sgd import sgd_epoch, sgd_epoch_features
 
 __all__ = [
-    "adam_rows", "adam_step", "adapt_users", "add_rows_times", "feature_step", "influence_users", "inner_settings", "logistic_users",
+    "adam_rows", "adam_step", "adapt_users", "add_rows_times", "feature_step", "follow_features", "influence_users", "inner_settings", "logistic_users",
     "meta_batch_grad", "no_context", "outer_settings", "own_part_grads", "predict", "reptile_batch",
     "reptile_settings", "ridge_users", "rows_transpose_times", "sample_tasks", "sgd_epoch", "sgd_epoch_features",
     "step_rows", "top_n",

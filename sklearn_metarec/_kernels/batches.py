@@ -243,7 +243,7 @@ def meta_batch_grad(
 @jit(parallel=True)
 def reptile_batch(
     indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets, theta, n_items,
-    alpha, inner, step, delta, rows,
+    alpha, inner, step, delta, rows, priors, d_priors,
 ):
     """Reptile's direction for a meta-batch: ``delta`` ← the mean over tasks
     of (adapted − initial) parameters. Each task runs ``n_steps`` of gradient
@@ -258,8 +258,13 @@ def reptile_batch(
     in the tasks' support sets are written, their codes to ``rows[:n]``;
     other entries of ``delta`` are left as they were. Returns (mean support
     loss at the initial parameters, before adaptation; n).
+
+    With user attributes, task b starts from ``priors[b]`` rather than φ₀,
+    and ``d_priors[b]`` receives its adapted − initial φ (both of shape
+    (n_tasks, d); empty, of shape (0, d), without).
     """
     lam, n_steps, logistic, n_neg = inner.lam, inner.n_steps, inner.logistic, inner.n_neg
+    own_priors = priors.shape[0] > 0
     item_lr, adapt_items = step
     d = alpha.shape[0]
     k = d - 1
@@ -282,7 +287,8 @@ def reptile_batch(
         it = t_items[lo : lo + s]
         ys = t_y[lo : lo + s]
         ws_ = t_w[lo : lo + s]
-        phi = phi0.copy()
+        start = priors[b] if own_priors else phi0
+        phi = start.copy()
         lb = np.empty(s)
         lq = np.empty((s, k))
         for jj in range(s):
@@ -322,7 +328,10 @@ def reptile_batch(
                     for f in range(k):
                         lq[jj, f] -= item_lr * gq[jj, f]
         for a in range(d):
-            d_phi[b, a] = phi[a] - phi0[a]
+            d_phi[b, a] = phi[a] - start[a]
+        if own_priors:
+            for a in range(d):
+                d_priors[b, a] = d_phi[b, a]
         for jj in range(s):
             i = it[jj]
             d_item[lo + jj, 0] = lb[jj] - bi[i]

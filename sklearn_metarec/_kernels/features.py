@@ -1,6 +1,8 @@
 """Item features: the chain rule from a batch's item rows into the
 features' parts, with the L2 penalty moved onto the items' own parts."""
 
+import numpy as np
+
 from ._jit import jit
 from .maths import unpack
 from .optim import adam_step
@@ -19,7 +21,10 @@ def own_part_grads(F_indptr, F_indices, F_data, feat, theta, n_items, rows, pen_
     _, g_b, g_Q = unpack(grad, n_items, d)
     g_feat[:, :] = 0.0
     correction = 0.0
-    part = feat[0].copy()
+    part = np.empty(d)
+    loss = np.empty(d)  # the row's gradient without the penalty
+    # Each loop runs along a row (the parameters' d entries), contiguous in
+    # memory: the feature loop outside, the d entries inside.
     for r in range(rows.shape[0]):
         i = rows[r]
         p = pen_rows[i]
@@ -29,20 +34,21 @@ def own_part_grads(F_indptr, F_indices, F_data, feat, theta, n_items, rows, pen_
             f = F_indices[e]
             for a in range(d):
                 part[a] += x * feat[f, a]
-        loss_b = g_b[i] - p * bi[i]
-        for e in range(F_indptr[i], F_indptr[i + 1]):
-            g_feat[F_indices[e], 0] += F_data[e] * loss_b
+        loss[0] = g_b[i] - p * bi[i]
         own = bi[i] - part[0]
         correction += 0.5 * p * (own * own - bi[i] * bi[i])
         g_b[i] -= p * part[0]
         for a in range(1, d):
             q = Q[i, a - 1]
-            loss_q = g_Q[i, a - 1] - p * q
-            for e in range(F_indptr[i], F_indptr[i + 1]):
-                g_feat[F_indices[e], a] += F_data[e] * loss_q
+            loss[a] = g_Q[i, a - 1] - p * q
             own = q - part[a]
             correction += 0.5 * p * (own * own - q * q)
             g_Q[i, a - 1] -= p * part[a]
+        for e in range(F_indptr[i], F_indptr[i + 1]):
+            x = F_data[e]
+            f = F_indices[e]
+            for a in range(d):
+                g_feat[f, a] += x * loss[a]
     return correction
 
 
@@ -82,10 +88,16 @@ def feature_step(F_indptr, F_indices, F_data, feat, g_feat, m, v, step, lr, thet
     """Adam on the item features' parts ``feat``, then every item's (b_i, q_i)
     in ``theta`` follows by F_i·Δfeat, in one pass (scipy's product and
     NumPy's row updates per meta-batch cost as much as the batch's maths)."""
-    d = feat.shape[1]
     old = feat.copy()
     adam_step(feat.reshape(-1), g_feat.reshape(-1), m.reshape(-1), v.reshape(-1), step, lr)
-    delta = feat - old
+    follow_features(F_indptr, F_indices, F_data, feat - old, theta, n_items)
+
+
+@jit()
+def follow_features(F_indptr, F_indices, F_data, delta, theta, n_items):
+    """Every item's (b_i, q_i) in ``theta`` moves by F_i·``delta``, the
+    change of the features' parts."""
+    d = delta.shape[1]
     _, bi, Q = unpack(theta, n_items, d)
     for i in range(F_indptr.shape[0] - 1):
         for e in range(F_indptr[i], F_indptr[i + 1]):
