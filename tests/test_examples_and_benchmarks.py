@@ -420,11 +420,8 @@ def test_context_benchmark_recovers_its_planted_context(monkeypatch):
 def test_explain_benchmark_reports_faithfulness_speed_and_counterfactuals(tmp_path, monkeypatch):
     _benchmarks(monkeypatch)
     import explain
-    from sklearn_metarec.datasets import make_ratings
 
-    X, y = make_ratings(n_users=120, n_items=60, mean_ratings=30, min_ratings=25, random_state=0)
-    (tmp_path / "u.data").write_text("".join(f"{u + 1}\t{i + 1}\t{int(r)}\t{880000000 + n}\n"
-                                             for n, ((u, i), r) in enumerate(zip(X, np.rint(y)))))
+    ml100k_like_files(tmp_path, 120)
     out = tmp_path / "explain.md"
     explain.main(["--data", str(tmp_path), "--users", "6", "--out", str(out)])
     cells = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in out.read_text().splitlines()
@@ -437,11 +434,8 @@ def test_explain_benchmark_reports_faithfulness_speed_and_counterfactuals(tmp_pa
 def test_onboarding_benchmark_scores_every_strategy(tmp_path, monkeypatch):
     _benchmarks(monkeypatch)
     import onboarding
-    from sklearn_metarec.datasets import make_ratings
 
-    X, y = make_ratings(n_users=100, n_items=60, mean_ratings=30, min_ratings=25, random_state=0)
-    (tmp_path / "u.data").write_text("".join(f"{u + 1}\t{i + 1}\t{int(r)}\t{880000000 + n}\n"
-                                             for n, ((u, i), r) in enumerate(zip(X, np.rint(y)))))
+    ml100k_like_files(tmp_path, 100)
     out = tmp_path / "onboarding.md"
     onboarding.main(["--data", str(tmp_path), "--seeds", "0", "--out", str(out)])
     rows = [line.split("|") for line in out.read_text().splitlines() if line.startswith("| ") and "strategy" not in line]

@@ -31,6 +31,19 @@ def group_data(n_users=300, n_items=60, n_groups=3, n_rated=15, seed=0):
     return np.column_stack([users, items]), y, smr.FeatureTable(frame), new, genre
 
 
+def assert_attributes_predict_new_users(with_attributes, without, new, genre):
+    """The new users' (one per group of ``group_data``) ratings of every item
+    are predicted from their attributes' prior far better than from the
+    population's; returns the (user, item) rows scored."""
+    items = np.arange(len(genre))
+    grid = np.column_stack([np.repeat(new, len(items)), np.tile(items, len(new))])
+    truth = np.where(genre[grid[:, 1]] == grid[:, 0] - new[0], 4.5, 2.0)
+    rmse = {name: np.sqrt(np.mean((m.predict(grid) - truth) ** 2)) for name, m in
+            [("attributes", with_attributes), ("none", without)]}
+    assert rmse["attributes"] < 0.6 * rmse["none"], rmse
+    return grid
+
+
 def small_users(n_users=30):
     frame = pd.DataFrame({"age": [f"a{u % 3}" for u in range(n_users)], "x": (np.arange(n_users) % 5) / 4.0},
                          index=np.arange(n_users))
@@ -93,12 +106,7 @@ def test_new_users_get_the_prior_of_their_attributes(cls):
     np.testing.assert_allclose(with_attributes.predict(pairs), scores.ravel(), rtol=1e-12)
     # The attributes' prior predicts the new users' ratings of every item far
     # better than the population's.
-    items = np.arange(len(genre))
-    grid = np.column_stack([np.repeat(new, len(items)), np.tile(items, 3)])
-    truth = np.where(genre[grid[:, 1]] == grid[:, 0] - 1000, 4.5, 2.0)
-    rmse = {name: np.sqrt(np.mean((m.predict(grid) - truth) ** 2)) for name, m in
-            [("attributes", with_attributes), ("none", without)]}
-    assert rmse["attributes"] < 0.6 * rmse["none"], rmse
+    assert_attributes_predict_new_users(with_attributes, without, new, genre)
     # An unlisted unknown user still gets the population prior.
     unlisted = with_attributes.predict(np.array([[5000, 0], [5000, 1]]))
     np.testing.assert_allclose(unlisted, without.predict(np.array([[5000, 0], [5000, 1]])), atol=0.3)
@@ -163,12 +171,7 @@ def test_reptile_new_users_get_the_prior_of_their_attributes():
     without = smr.ReptileFactorizationRecommender(random_state=0).fit(X, y)
     ids, _ = with_attributes.recommend(new, n=10)
     assert np.mean(genre[ids] == np.arange(3)[:, None]) > 0.9
-    items = np.arange(len(genre))
-    grid = np.column_stack([np.repeat(new, len(items)), np.tile(items, 3)])
-    truth = np.where(genre[grid[:, 1]] == grid[:, 0] - 1000, 4.5, 2.0)
-    rmse = {name: np.sqrt(np.mean((m.predict(grid) - truth) ** 2)) for name, m in
-            [("attributes", with_attributes), ("none", without)]}
-    assert rmse["attributes"] < 0.6 * rmse["none"], rmse
+    grid = assert_attributes_predict_new_users(with_attributes, without, new, genre)
     for loaded in copies(with_attributes):
         np.testing.assert_array_equal(loaded.predict(grid), with_attributes.predict(grid))
 
