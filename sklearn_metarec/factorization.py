@@ -125,8 +125,10 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         self.random_state = random_state
         self.verbose = verbose
 
+    _takes_user_features = True
+
     @serialized
-    def fit(self, X, y=None, sample_weight=None, *, item_features=None):
+    def fit(self, X, y=None, sample_weight=None, *, item_features=None, user_features=None):
         """Fit by SGD on all ratings.
 
         Parameters
@@ -146,6 +148,13 @@ class FactorizationRecommender(BaseFactorizationRecommender):
             own part and, scaled by each feature's value, the features'
             parts, all under ``reg``. Items listed but never rated are
             scored from their features.
+        user_features : FeatureTable or DataFrame, default=None
+            Attributes of users, read as ``item_features`` is: a user is
+            likewise its own part plus the sum of its attributes' parts
+            (LightFM's user features), all trained by the same steps. A new
+            user listed here (or in the table given to ``fold_in``) is
+            scored from its attributes before any rating, and ``fold_in``
+            shrinks its parameters towards them rather than towards zero.
 
         Returns
         -------
@@ -153,15 +162,18 @@ class FactorizationRecommender(BaseFactorizationRecommender):
             Fitted estimator.
         """
         table = check_features(item_features)
+        user_table = check_features(user_features, "user_features")
         users, items, y, w = self._prepare(X, y, sample_weight, reset=True)
         self._add_ratings(users, items, y, w, new_items="random")
         if table is not None:
             self._attach_item_features(table)
+        if user_table is not None:
+            self._attach_user_features(user_table)
         self._sgd(np.arange(len(y)), self.n_epochs)
         return self
 
     @serialized
-    def partial_fit(self, X, y=None, sample_weight=None, *, item_features=None):
+    def partial_fit(self, X, y=None, sample_weight=None, *, item_features=None, user_features=None):
         """One SGD pass over new ratings; new users and items join the model.
 
         The first call on an unfitted estimator initializes it as
@@ -178,6 +190,9 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         item_features : FeatureTable or DataFrame, default=None
             As in :meth:`fit` on the first call; later, the table new items
             take their features from (the same features).
+        user_features : FeatureTable or DataFrame, default=None
+            Likewise for users; attributes cannot be added to a model
+            fitted without them.
 
         Returns
         -------
@@ -186,6 +201,7 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         """
         table = check_features(item_features)
         reset = not hasattr(self, "_theta")
+        user_table = check_features(user_features, "user_features") if reset else self._check_user_table(user_features)
         if table is not None and not reset:
             if getattr(self, "_item_table", None) is None:
                 raise ValueError("item_features can be added by partial_fit only to a model that has them; "
@@ -193,10 +209,14 @@ class FactorizationRecommender(BaseFactorizationRecommender):
             table = table.aligned(self._item_table.names)
             self._item_table = table  # before new items join, so that they use it
         users, items, y, w = self._prepare(X, y, sample_weight, reset=reset)
+        if user_table is not None and not reset:
+            self._user_table = user_table  # before new users join, so that they use it
         n_old = len(self._log)
         self._add_ratings(users, items, y, w, new_items="random")
         if table is not None and reset:
             self._attach_item_features(table)
+        if user_table is not None and reset:
+            self._attach_user_features(user_table)
         self._sgd(np.arange(n_old, n_old + len(y)), 1)
         return self
 
@@ -216,11 +236,11 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         n_users_old = len(self._user_vocab)
         out = super()._add_ratings(users, items, y, w, new_items, ctx)
         n_new = len(self._user_vocab) - n_users_old
-        # Surprise's random start for new users' factors, for training only:
-        # fold_in solves for them exactly and must not draw from the training
-        # random stream.
+        # Surprise's random start for new users' own factors (added to what
+        # their attributes give), for training only: fold_in solves for them
+        # exactly and must not draw from the training random stream.
         if n_new and new_items == "random":
-            self._users[n_users_old:, 1:] = self._rng.normal(0.0, self.init_std, (n_new, self.n_factors))
+            self._users[n_users_old:, 1:] += self._rng.normal(0.0, self.init_std, (n_new, self.n_factors))
         return out
 
     def _sgd(self, positions, n_epochs):
@@ -234,11 +254,15 @@ class FactorizationRecommender(BaseFactorizationRecommender):
             seed = self._rng.randint(np.iinfo(np.int64).max, dtype=np.int64) if n_neg else 0
             args = (users, items, ratings, weights, order, self._theta, n_items, self._users,
                     float(self.lr), float(self.reg), self._logistic, n_neg, seen_indptr, seen_items, seed)
-            F = getattr(self, "_item_F", None)
-            if F is None:
+            F, G = getattr(self, "_item_F", None), getattr(self, "_user_G", None)
+            if F is None and G is None:
                 sse = K.sgd_epoch(*args)
             else:
-                sse = K.sgd_epoch_features(*args, F.indptr, F.indices, F.data, self._feat)
+                F, feat = (F, self._feat) if F is not None else _no_features(n_items, self.n_factors + 1)
+                G, ufeat = (G, self._ufeat) if G is not None else _no_features(len(self._user_vocab),
+                                                                               self.n_factors + 1)
+                sse = K.sgd_epoch_features(*args, F.indptr, F.indices, F.data, feat, G.indptr, G.indices, G.data,
+                                           ufeat)
             if not (np.isfinite(sse) and np.isfinite(self._users).all() and np.isfinite(self._theta).all()):
                 raise DivergenceError(
                     f"SGD diverged in epoch {self.n_iter_ + 1}: parameters became NaN "
@@ -251,15 +275,25 @@ class FactorizationRecommender(BaseFactorizationRecommender):
                 print(f"-- Epoch {self.n_iter_}: training {what}, {time.perf_counter() - start:.2f} s")
 
     def _solve_users(self, indptr, items, ratings, weights, users, keys):
-        out = np.empty((len(users), self.n_factors + 1))
+        d = self.n_factors + 1
+        out = np.empty((len(users), d))
         args = (indptr, items, ratings, weights, users)
+        # With user attributes the penalty pulls each user towards what its
+        # attributes give, its own part towards zero.
+        centers = self._user_priors(keys) if getattr(self, "_user_G", None) is not None else np.empty((0, d))
         if self._logistic:
             K.logistic_users(*args, keys, self._serve_seed, self._theta, len(self._item_vocab),
-                             self.n_factors + 1, float(self.reg), self._n_neg(), out)
+                             d, float(self.reg), self._n_neg(), centers, out)
         else:
-            K.ridge_users(*args, self._theta, len(self._item_vocab), self.n_factors + 1,
-                          float(self.reg), out)
+            K.ridge_users(*args, self._theta, len(self._item_vocab), d, float(self.reg), centers, out)
         return out
+
+
+def _no_features(n_rows, d):
+    """A feature matrix of ``n_rows`` empty rows, and one zero feature."""
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((n_rows, 1)), np.zeros((1, d))
 
 
 def _rated_items(users, items, n_users, n_items, n_neg):

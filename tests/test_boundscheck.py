@@ -45,7 +45,11 @@ cases = [
     # Users' attributes: tasks and fold-ins start from their own priors;
     # 10**6 + 1 (recommended for below) is an unknown user the table lists.
     (smr.FactorizationRecommender, dict(loss="logistic", item_features=smr.FeatureTable(
-        np.eye(3)[np.arange(20) % 3], ids=np.r_[np.arange(15), 999, 1000, 1001, 1002, 1003])), positives, None),
+        np.eye(3)[np.arange(20) % 3], ids=np.r_[np.arange(15), 999, 1000, 1001, 1002, 1003]),
+        user_features=smr.FeatureTable(np.eye(2)[np.arange(27) % 2], ids=np.r_[np.arange(25), 10**6, 10**6 + 1])),
+     positives, None),
+    (smr.FactorizationRecommender, dict(user_features=smr.FeatureTable(
+        np.eye(2)[np.arange(27) % 2], ids=np.r_[np.arange(25), 10**6, 10**6 + 1])), X, y),
     # Context: each rating's code indexes the combinations' parameters.
     (smr.MAMLFactorizationRecommender, dict(context_columns=[2]),
      np.column_stack([X, np.arange(len(X)) % 3]), y),
@@ -99,7 +103,7 @@ def BACKGROUND(folder):
 def test_every_kernel_path_stays_in_bounds(request, tmp_path):
     code, out, err, _ = _background.outcome(request, sys.modules[__name__], "boundscheck", tmp_path)
     assert code == 0, err[-4000:]
-    assert out.count("ok ") == 17
+    assert out.count("ok ") == 18
     assert "checked inside prange bodies" in out
 
 

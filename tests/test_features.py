@@ -374,7 +374,9 @@ def test_sgd_with_featureless_items_is_plain_sgd():
         args = (users, items, ratings, weights, order, theta, n_items, table, 0.01, 0.02, False, 0,
                 np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64), 0)
         if features:
-            K.sgd_epoch_features(*args, empty.indptr, empty.indices, empty.data, np.zeros((2, d)))
+            no_users = sp.csr_matrix((len(table), 2))
+            K.sgd_epoch_features(*args, empty.indptr, empty.indices, empty.data, np.zeros((2, d)),
+                                 no_users.indptr, no_users.indices, no_users.data, np.zeros((2, d)))
         else:
             K.sgd_epoch(*args)
         out.append((theta, table))
@@ -383,13 +385,15 @@ def test_sgd_with_featureless_items_is_plain_sgd():
 
 
 def test_one_sgd_step_with_features_is_lightfms_update():
-    # One rating of an item with two features: the item's row is own + F·E;
-    # the step moves the own part and each feature's part by its value.
+    # One rating of an item with two features by a user with two attributes:
+    # each row is own part + features' parts (F·E, G·A); the step moves the
+    # own parts and each feature's part by its value.
     d, n_items = 3, 2
     rng = np.random.default_rng(1)
     theta = rng.normal(0, 0.5, 1 + d + n_items * d)
-    feat = rng.normal(0, 0.5, (2, d))
+    feat, ufeat = rng.normal(0, 0.5, (2, d)), rng.normal(0, 0.5, (2, d))
     F = sp.csr_matrix(np.array([[1.0, 0.5], [0.0, 1.0]]))
+    G = sp.csr_matrix(np.array([[0.5, 1.0]]))
     table = rng.normal(0, 0.5, (1, d))
     mu = theta[0]
     _, bi, Q = K.unpack(theta, n_items, d)
@@ -397,18 +401,22 @@ def test_one_sgd_step_with_features_is_lightfms_update():
     own = row - F[0].toarray()[0] @ feat
     own_other = np.r_[bi[1], Q[1]] - F[1].toarray()[0] @ feat  # item 1, not rated here
     phi = table[0].copy()
+    g_row = G[0].toarray()[0]
+    u_own = phi - g_row @ ufeat
     err = 4.0 - (mu + phi[0] + row[0] + phi[1:] @ row[1:])
     lr, reg = 0.1, 0.05
     x = np.r_[1.0, row[1:]]  # ∂r̂/∂φ
     g_item = np.r_[1.0, phi[1:]]  # ∂r̂/∂(b_i, q_i)
-    phi_new = phi + lr * (err * x - reg * phi)
+    u_own_new = u_own + lr * (err * x - reg * u_own)
+    ufeat_new = ufeat + lr * (np.outer(g_row, err * x) - reg * ufeat)
     own_new = own + lr * (err * g_item - reg * own)
     feat_new = feat + lr * (np.outer(F[0].toarray()[0], err * g_item) - reg * feat * (F[0].toarray()[0] != 0)[:, None])
     K.sgd_epoch_features(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), np.array([4.0]), np.ones(1),
                          np.zeros(1, dtype=np.int64), theta, n_items, table, lr, reg, False, 0,
                          np.zeros(2, dtype=np.int64), np.zeros(0, dtype=np.int64), 0, F.indptr, F.indices, F.data,
-                         feat)
-    np.testing.assert_allclose(table[0], phi_new, rtol=1e-12)
+                         feat, G.indptr, G.indices, G.data, ufeat)
+    np.testing.assert_allclose(ufeat, ufeat_new, rtol=1e-12)
+    np.testing.assert_allclose(table[0], u_own_new + g_row @ ufeat_new, rtol=1e-12)
     np.testing.assert_allclose(feat, feat_new, rtol=1e-12)
     _, bi, Q = K.unpack(theta, n_items, d)
     np.testing.assert_allclose(np.r_[bi[0], Q[0]], own_new + F[0].toarray()[0] @ feat_new, rtol=1e-12)

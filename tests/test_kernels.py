@@ -152,7 +152,7 @@ def test_ridge_users_matches_reference(problem):
     users = np.array([1, 3], dtype=np.int64)
     out = np.empty((2, p["d"]))
     K.ridge_users(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["theta"], p["n_items"],
-                  p["d"], 0.1, out)
+                  p["d"], 0.1, np.empty((0, p["d"])), out)
     for b, u in enumerate(users):
         s = slice(p["indptr"][u], p["indptr"][u + 1])
         expected = R.ridge_user(p["items"][s], p["ratings"][s], p["weights"][s], p["theta"], p["n_items"], p["d"], 0.1)
@@ -275,6 +275,43 @@ def test_jit_falls_back_without_a_cache_directory(monkeypatch):
     assert _jit.jit()(twice)(21) == 42
 
 
+def test_fold_ins_shrink_towards_their_centers(problem):
+    # With user attributes the penalty is reg ||phi - c||^2: the ridge solves
+    # (X'WX + reg w I) phi = X'W t + reg w c, and the logistic Newton
+    # solution is the minimizer of the centred objective.
+    from scipy.optimize import minimize
+
+    p = problem
+    users = np.array([1, 3], dtype=np.int64)
+    centers = np.random.default_rng(5).normal(0, 0.5, (2, p["d"]))
+    mu, _, bi, Q = R.split_theta(p["theta"], p["n_items"], p["d"])
+    out = np.empty((2, p["d"]))
+    K.ridge_users(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["theta"], p["n_items"],
+                  p["d"], 0.1, centers, out)
+    for b, u in enumerate(users):
+        s = slice(p["indptr"][u], p["indptr"][u + 1])
+        items, w = p["items"][s], p["weights"][s]
+        X = np.hstack([np.ones((len(items), 1)), Q[items]])
+        A = X.T @ (w[:, None] * X) + 0.1 * w.sum() * np.eye(p["d"])
+        rhs = X.T @ (w * (p["ratings"][s] - mu - bi[items])) + 0.1 * w.sum() * centers[b]
+        np.testing.assert_allclose(out[b], np.linalg.solve(A, rhs), rtol=1e-9)
+    ones = np.ones_like(p["ratings"])
+    K.logistic_users(p["indptr"], p["items"], ones, p["weights"], users, users, 3, p["theta"], p["n_items"],
+                     p["d"], 0.1, 0, centers, out)
+    for b, u in enumerate(users):
+        s = slice(p["indptr"][u], p["indptr"][u + 1])
+        items, w = p["items"][s], p["weights"][s]
+        X = np.hstack([np.ones((len(items), 1)), Q[items]])
+
+        def objective(phi):
+            return (np.sum(w * R.loss_value(mu + bi[items] + X @ phi, ones[s], "logistic"))
+                    + 0.1 * w.sum() * (phi - centers[b]) @ (phi - centers[b]))
+
+        best = minimize(objective, centers[b], method="BFGS", options={"gtol": 1e-10}).x
+        assert objective(out[b]) <= objective(best) + 1e-10
+        np.testing.assert_allclose(out[b], best, rtol=1e-5, atol=1e-6)
+
+
 def test_logistic_users_minimize_the_regularized_cross_entropy(problem):
     from scipy.optimize import minimize
 
@@ -283,7 +320,7 @@ def test_logistic_users_minimize_the_regularized_cross_entropy(problem):
     users = np.array([1, 4], dtype=np.int64)
     out = np.empty((2, p["d"]))
     K.logistic_users(p["indptr"], p["items"], p["ratings"], p["weights"], users, users, 3, p["theta"],
-                     p["n_items"], p["d"], 0.1, 2, out)
+                     p["n_items"], p["d"], 0.1, 2, np.empty((0, p["d"])), out)
     counts = np.diff(p["indptr"])
     tasks = tasks_of({**p, "sup_lo": counts, "sup_hi": counts}, users, 3, 2)
     mu, _, bi, Q = R.split_theta(p["theta"], p["n_items"], p["d"])

@@ -176,12 +176,47 @@ def test_reptile_new_users_get_the_prior_of_their_attributes():
         np.testing.assert_array_equal(loaded.predict(grid), with_attributes.predict(grid))
 
 
-@pytest.mark.parametrize("cls", [smr.FactorizationRecommender, smr.EmpiricalBayesRecommender])
-def test_estimators_without_attributes_say_so(cls):
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_factorization_baseline_takes_user_attributes(loss):
+    # LightFM's user features: a user is its own part plus its attributes'.
+    X, y, table, new, genre = group_data()
+    if loss == "logistic":
+        X, y = X[y > 3], None  # the liked items as positives
+    model = smr.FactorizationRecommender(loss=loss, random_state=0)
+    with_attributes = model.fit(X, y, user_features=table)
+    without = smr.FactorizationRecommender(loss=loss, random_state=0).fit(X, y)
+    ids, _ = with_attributes.recommend(new, n=10)
+    assert np.mean(genre[ids] == np.arange(3)[:, None]) > 0.9
+    if loss == "squared":
+        assert_attributes_predict_new_users(with_attributes, without, new, genre)
+    # A listed new user's fold-in shrinks towards its attributes' part, not
+    # towards zero: the ridge (or logistic) problem centred there.
+    rated = np.array([[new[1], 0], [new[1], 4]])
+    with_attributes.fold_in(rated, None if y is None else np.array([2.0, 4.5]))
+    code = with_attributes._user_vocab.lookup(new[1:2])[0]
+    d = with_attributes.n_factors + 1
+    out = np.empty((1, d))
+    centers = with_attributes._user_priors(np.array([code]))
+    args = (np.array([0, 2], dtype=np.int64), with_attributes._item_vocab.lookup(rated[:, 1]),
+            np.array([1.0, 1.0]) if y is None else np.array([2.0, 4.5]), np.ones(2), np.zeros(1, dtype=np.int64))
+    if loss == "squared":
+        K.ridge_users(*args, with_attributes._theta, len(with_attributes._item_vocab), d, 0.02, centers, out)
+        np.testing.assert_allclose(with_attributes._users[code], out[0], rtol=1e-10)
+    assert np.abs(centers).sum() > 0
+    for loaded in copies(with_attributes):
+        np.testing.assert_array_equal(loaded.predict(rated), with_attributes.predict(rated))
+    # partial_fit takes a table of new users.
+    with_attributes.partial_fit(np.array([[2001, 5]]), None if y is None else np.array([2.0]),
+                                user_features=smr.FeatureTable(pd.DataFrame({"group": ["g0"]}, index=[2001])))
+    assert with_attributes._user_G[with_attributes._user_vocab.lookup(np.array([2001]))[0]].toarray().tolist() == \
+        [[1.0, 0.0, 0.0]]
+
+
+def test_estimators_without_attributes_say_so():
     X, y = make_ratings(n_users=20, n_items=10, random_state=0)
     with pytest.raises(TypeError, match="user_features"):
-        cls().fit(X, y, user_features=small_users(20))
-    model = cls(n_epochs=1).fit(X, y) if "n_epochs" in cls().get_params() else cls().fit(X, y)
+        smr.EmpiricalBayesRecommender().fit(X, y, user_features=small_users(20))
+    model = smr.EmpiricalBayesRecommender().fit(X, y)
     with pytest.raises(TypeError, match="user_features"):
         model.fold_in(X[:2], y[:2], user_features=small_users(20))
 

@@ -59,11 +59,15 @@ def _solve_spd(A, b, out):
 
 
 @jit(parallel=True)
-def ridge_users(indptr, items, ratings, weights, users, theta, n_items, d, reg, out):
-    """``out[b]`` ← argmin_φ Σ w [(r̂ − r)² + reg ‖φ‖²] over user ``users[b]``'s
-    ratings, items fixed: the exact fold-in of the factorization baseline."""
+def ridge_users(indptr, items, ratings, weights, users, theta, n_items, d, reg, centers, out):
+    """``out[b]`` ← argmin_φ Σ w [(r̂ − r)² + reg ‖φ − c_b‖²] over user
+    ``users[b]``'s ratings, items fixed: the exact fold-in of the
+    factorization baseline. ``centers``: c_b, the prior the user's
+    attributes give (LightFM's user features), one row per user; empty, of
+    shape (0, d), for c = 0."""
     mu = theta[0]
     _, bi, Q = unpack(theta, n_items, d)
+    centered = centers.shape[0] > 0
     for b in prange(users.shape[0]):
         u = users[b]
         A = np.zeros((d, d))
@@ -82,17 +86,20 @@ def ridge_users(indptr, items, ratings, weights, users, theta, n_items, d, reg, 
                     A[a, c] += w * x[a] * x[c]
             wsum += w
         if wsum <= 0.0:
-            out[b, :] = 0.0
+            for a in range(d):
+                out[b, a] = centers[b, a] if centered else 0.0
             continue
         for a in range(d):
             # The 1e-12 keeps A invertible when reg is 0 and factors are degenerate.
             A[a, a] += reg * wsum + 1e-12 * wsum
+            if centered:
+                rhs[a] += reg * wsum * centers[b, a]
         _solve_spd(A, rhs, out[b])
 
 
 @jit()
-def _logistic_objective(phi, items, ys, ws, mu, bi, Q, reg_w):
-    total = reg_w * np.dot(phi, phi)
+def _logistic_objective(phi, center, items, ys, ws, mu, bi, Q, reg_w):
+    total = reg_w * np.dot(phi - center, phi - center)
     for j in range(items.shape[0]):
         ell, _, _ = _loss_terms(_score(mu, bi, Q, phi, items[j]), ys[j], True)
         total += ws[j] * ell
@@ -101,19 +108,22 @@ def _logistic_objective(phi, items, ys, ws, mu, bi, Q, reg_w):
 
 @jit(parallel=True)
 def logistic_users(indptr, items, ratings, weights, users, keys, seed, theta, n_items, d, reg,
-                   n_neg, out):
-    """``out[b]`` ← argmin_φ Σ w [ℓ(r̂, y) + reg ‖φ‖²] with the cross-entropy
-    ℓ, over user ``users[b]``'s ratings and sampled negatives, items fixed:
-    the logistic counterpart of ``ridge_users``. The problem is strictly
-    convex; Newton's method with a backtracking line search solves it."""
+                   n_neg, centers, out):
+    """``out[b]`` ← argmin_φ Σ w [ℓ(r̂, y) + reg ‖φ − c_b‖²] with the
+    cross-entropy ℓ, over user ``users[b]``'s ratings and sampled negatives,
+    items fixed: the logistic counterpart of ``ridge_users`` (``centers`` as
+    there). The problem is strictly convex; Newton's method with a
+    backtracking line search solves it."""
     mu = theta[0]
     _, bi, Q = unpack(theta, n_items, d)
+    centered = centers.shape[0] > 0
     for b in prange(users.shape[0]):
         t_items, t_y, t_w, _, _ = _history_task(indptr, items, ratings, weights, users[b], keys[b], seed, n_items,
                                                 n_neg, np.empty(0, dtype=np.int64))
         m = t_items.shape[0]
         wsum = t_w.sum()
-        phi = np.zeros(d)
+        center = centers[b].copy() if centered else np.zeros(d)
+        phi = center.copy()
         if wsum <= 0.0:
             out[b, :] = phi
             continue
@@ -121,7 +131,7 @@ def logistic_users(indptr, items, ratings, weights, users, keys, seed, theta, n_
         x = np.empty(d)
         for _ in range(100):
             H = np.zeros((d, d))
-            grad = 2.0 * reg_w * phi
+            grad = 2.0 * reg_w * (phi - center)
             for j in range(m):
                 i = t_items[j]
                 _, dl, d2l = _loss_terms(_score(mu, bi, Q, phi, i), t_y[j], True)
@@ -135,14 +145,14 @@ def logistic_users(indptr, items, ratings, weights, users, keys, seed, theta, n_
                 H[a, a] += 2.0 * reg_w + 1e-12 * wsum
             step = np.empty(d)
             _solve_spd(H, grad, step)
-            f0 = _logistic_objective(phi, t_items, t_y, t_w, mu, bi, Q, reg_w)
+            f0 = _logistic_objective(phi, center, t_items, t_y, t_w, mu, bi, Q, reg_w)
             decrease = np.dot(grad, step)
             if decrease <= 1e-14 * (1.0 + abs(f0)):
                 break
             t = 1.0
             while t > 1e-8:
                 trial = phi - t * step
-                if _logistic_objective(trial, t_items, t_y, t_w, mu, bi, Q, reg_w) <= f0 - 1e-4 * t * decrease:
+                if _logistic_objective(trial, center, t_items, t_y, t_w, mu, bi, Q, reg_w) <= f0 - 1e-4 * t * decrease:
                     break
                 t *= 0.5
             phi = phi - t * step

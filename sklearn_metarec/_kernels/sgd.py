@@ -65,34 +65,50 @@ def _feature_sum(F_indptr, F_indices, F_data, feat, i, out):
 
 
 @jit()
-def _sgd_update_features(mu, own, F_indptr, F_indices, F_data, feat, phi, i, y, w, lr, reg, logistic, row):
-    """``_sgd_update`` for an item whose (b_i, q_i) is its own part ``own[i]``
-    plus F_i·feat (LightFM's representation): the same step on the own part
-    and, scaled by each feature's value, on its features' parts. ``row`` is
-    scratch of length d. Returns w·ℓ."""
-    d = phi.shape[0]
+def _sgd_update_features(mu, own, F_indptr, F_indices, F_data, feat, u_own, G_indptr, G_indices, G_data, ufeat,
+                         u, i, y, w, lr, reg, logistic, row, prow):
+    """``_sgd_update`` for LightFM's representation: item i's (b_i, q_i) is
+    its own part ``own[i]`` plus F_i·feat, user u's (b_u, p_u) its own part
+    ``u_own[u]`` plus G_u·ufeat. The same step moves each own part and,
+    scaled by each feature's value, its features' parts. ``row`` and
+    ``prow`` are scratch of length d. Returns w·ℓ."""
+    d = row.shape[0]
     _feature_sum(F_indptr, F_indices, F_data, feat, i, row)
+    _feature_sum(G_indptr, G_indices, G_data, ufeat, u, prow)
     for a in range(d):
         row[a] += own[i, a]
-    s = mu + phi[0] + row[0]
+        prow[a] += u_own[u, a]
+    s = mu + prow[0] + row[0]
     for f in range(1, d):
-        s += phi[f] * row[f]
+        s += prow[f] * row[f]
     ell, dl, _ = _loss_terms(s, y, logistic)
     err = -dl if logistic else -0.5 * dl
     step = lr * w
-    phi[0] += step * (err - reg * phi[0])
-    own[i, 0] += step * (err - reg * own[i, 0])
-    for e in range(F_indptr[i], F_indptr[i + 1]):
-        j = F_indices[e]
-        feat[j, 0] += step * (F_data[e] * err - reg * feat[j, 0])
-    for f in range(1, d):
-        pf = phi[f]
-        phi[f] += step * (err * row[f] - reg * pf)
-        own[i, f] += step * (err * pf - reg * own[i, f])
+    # ∂r̂/∂(b_u, p_u) = (1, q_i) = row with row[0] read as 1, and
+    # ∂r̂/∂(b_i, q_i) = (1, p_u) likewise from prow.
+    for f in range(d):
+        gu = err * (1.0 if f == 0 else row[f])
+        gi = err * (1.0 if f == 0 else prow[f])
+        u_own[u, f] += step * (gu - reg * u_own[u, f])
+        for e in range(G_indptr[u], G_indptr[u + 1]):
+            j = G_indices[e]
+            ufeat[j, f] += step * (G_data[e] * gu - reg * ufeat[j, f])
+        own[i, f] += step * (gi - reg * own[i, f])
         for e in range(F_indptr[i], F_indptr[i + 1]):
             j = F_indices[e]
-            feat[j, f] += step * (F_data[e] * err * pf - reg * feat[j, f])
+            feat[j, f] += step * (F_data[e] * gi - reg * feat[j, f])
     return w * ell
+
+
+@jit()
+def _own_parts(table, F_indptr, F_indices, F_data, feat, sign, out):
+    """``out`` ← ``table`` + sign·F·feat, row by row (own parts from full
+    rows with sign −1, full rows from own parts with +1)."""
+    row = np.empty(feat.shape[1])
+    for r in range(table.shape[0]):
+        _feature_sum(F_indptr, F_indices, F_data, feat, r, row)
+        for a in range(row.shape[0]):
+            out[r, a] = table[r, a] + sign * row[a]
 
 
 # Apart from ``sgd_epoch``, whose loop this repeats: routed through here,
@@ -100,27 +116,32 @@ def _sgd_update_features(mu, own, F_indptr, F_indices, F_data, feat, phi, i, y, 
 # per-rating gather of an item's row from its own part costing that much.
 @jit()
 def sgd_epoch_features(users, items, ratings, weights, order, theta, n_items, user_table, lr, reg,
-                       logistic, n_neg, seen_indptr, seen_items, seed, F_indptr, F_indices, F_data, feat):
-    """``sgd_epoch`` with item features: ``theta``'s item rows are own parts
-    plus F·feat; the epoch steps the own parts and ``feat``, then writes the
-    rows back. Returns the weighted loss seen."""
+                       logistic, n_neg, seen_indptr, seen_items, seed, F_indptr, F_indices, F_data, feat,
+                       G_indptr, G_indices, G_data, ufeat):
+    """``sgd_epoch`` with item features F and user attributes G (either may
+    have no entries): ``theta``'s item rows are own parts plus F·feat and
+    ``user_table``'s rows own parts plus G·ufeat; the epoch steps the own
+    parts, ``feat`` and ``ufeat``, then writes the rows back. Returns the
+    weighted loss seen."""
     d = user_table.shape[1]
     mu = theta[0]
     _, bi, Q = unpack(theta, n_items, d)
+    rows = np.empty((n_items, d))
+    rows[:, 0] = bi
+    rows[:, 1:] = Q
     own = np.empty((n_items, d))
+    _own_parts(rows, F_indptr, F_indices, F_data, feat, -1.0, own)
+    u_own = np.empty_like(user_table)
+    _own_parts(user_table, G_indptr, G_indices, G_data, ufeat, -1.0, u_own)
     row = np.empty(d)
-    for i in range(n_items):
-        _feature_sum(F_indptr, F_indices, F_data, feat, i, row)
-        own[i, 0] = bi[i] - row[0]
-        for f in range(1, d):
-            own[i, f] = Q[i, f - 1] - row[f]
+    prow = np.empty(d)
     total = 0.0
     for n in range(order.shape[0]):
         j = order[n]
         u = users[j]
-        phi = user_table[u]
-        total += _sgd_update_features(mu, own, F_indptr, F_indices, F_data, feat, phi, items[j], ratings[j],
-                                      weights[j], lr, reg, logistic, row)
+        total += _sgd_update_features(mu, own, F_indptr, F_indices, F_data, feat, u_own, G_indptr, G_indices,
+                                      G_data, ufeat, u, items[j], ratings[j], weights[j], lr, reg, logistic,
+                                      row, prow)
         if n_neg > 0:
             seen = seen_items[seen_indptr[u] : seen_indptr[u + 1]]
             n_free = n_items - seen.shape[0]
@@ -129,11 +150,11 @@ def sgd_epoch_features(users, items, ratings, weights, order, theta, n_items, us
             state = _task_state(seed, j)
             for _ in range(n_neg):
                 state, r = _randbelow(state, n_free)
-                total += _sgd_update_features(mu, own, F_indptr, F_indices, F_data, feat, phi,
-                                              _kth_unseen(seen, r), 0.0, weights[j], lr, reg, logistic, row)
-    for i in range(n_items):
-        _feature_sum(F_indptr, F_indices, F_data, feat, i, row)
-        bi[i] = own[i, 0] + row[0]
-        for f in range(1, d):
-            Q[i, f - 1] = own[i, f] + row[f]
+                total += _sgd_update_features(mu, own, F_indptr, F_indices, F_data, feat, u_own, G_indptr,
+                                              G_indices, G_data, ufeat, u, _kth_unseen(seen, r), 0.0, weights[j],
+                                              lr, reg, logistic, row, prow)
+    _own_parts(own, F_indptr, F_indices, F_data, feat, 1.0, rows)
+    bi[:] = rows[:, 0]
+    Q[:, :] = rows[:, 1:]
+    _own_parts(u_own, G_indptr, G_indices, G_data, ufeat, 1.0, user_table)
     return total
