@@ -760,6 +760,107 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
         return out
 
     @reads
+    def explain_features(self, X):
+        """How each prediction splits between the user, the item, the item's
+        features, the user's attributes and the rating's context.
+
+        The score is linear in each of these parts, so the split is exact:
+        ``user`` is μ + b_u less what the user's attributes give its bias
+        (each such ``user attribute`` a record); ``item`` is the item's own
+        part of b_i + p_uᵀq_i, each ``item feature`` f adding
+        F_if·(c_f + p_uᵀe_f) (an item is its own part plus its features'
+        parts); each ``context`` feature c adds m_c·(b_c + (p_u + q_i)ᵀe_c).
+        The records of a row sum to its score: ``predict``'s rating, or
+        for ``loss="logistic"`` its log-odds. Which of a user's ratings
+        moved p_u is :meth:`explain`'s question.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_columns)
+            (user id, item id) rows, with the context columns of a model
+            fitted with ``context_columns``.
+
+        Returns
+        -------
+        explanation : structured ndarray
+            One record per (row, part) with a non-zero share: ``row``
+            (index into X), ``user``, ``item``, ``part`` ("user", "user
+            attribute", "item", "item feature" or "context"), ``name`` (the
+            feature's name, empty for "user" and "item") and
+            ``contribution``, each row's records in that order of parts.
+
+        Examples
+        --------
+        >>> from sklearn_metarec import MAMLFactorizationRecommender
+        >>> from sklearn_metarec.datasets import make_ratings
+        >>> X, y = make_ratings(n_users=40, n_items=20, random_state=0)
+        >>> model = MAMLFactorizationRecommender(n_factors=4, n_epochs=2, random_state=0).fit(X, y)
+        >>> parts = model.explain_features([[0, 3]])
+        >>> parts["part"].tolist(), bool(abs(parts["contribution"].sum() - model.predict([[0, 3]])[0]) < 1e-9)
+        (['user', 'item'], True)
+        """
+        import scipy.sparse as sp
+
+        check_is_fitted(self)
+        users, items = self._check_X(X, reset=False)
+        u, table = self._serving_users(users, self._user_vocab.lookup(users))
+        i, theta, n_items = self._serving_items(items, self._item_vocab.lookup(items))
+        d = self.n_factors + 1
+        _, bi, Q = K.unpack(theta, n_items, d)
+        phi = np.where((u >= 0)[:, None], table[np.maximum(u, 0)], theta[1 : 1 + d])
+        b = np.where(i >= 0, bi[np.maximum(i, 0)], 0.0)
+        q = np.where((i >= 0)[:, None], Q[np.maximum(i, 0)], 0.0)
+        n = len(u)
+        parts = []  # (part, names, matrix of shares (n, n_names))
+
+        def side_rows(ids, codes, n_known, fitted, table_):
+            """Each row's feature row: the fitted one of a known id, the
+            table's for an id the table lists (zero otherwise)."""
+            rows = fitted[np.clip(codes, 0, n_known - 1)].multiply(((codes >= 0) & (codes < n_known))[:, None])
+            rows, later = sp.csr_matrix(rows), (codes < 0) | (codes >= n_known)
+            if later.any():
+                rows = sp.lil_matrix(rows)
+                rows[np.flatnonzero(later)] = table_.rows(ids[later])[0]
+            return sp.csr_matrix(rows)
+
+        user_part = theta[0] + phi[:, 0]
+        if getattr(self, "_user_G", None) is not None:
+            G = side_rows(users, u, len(self._user_vocab), self._user_G, self._user_table)
+            shares = sp.csr_matrix(G.multiply(self._ufeat[:, 0][None, :]))
+            user_part = user_part - np.asarray(shares.sum(axis=1)).ravel()
+            parts.append(("user attribute", self._user_table.names, shares))
+        item_part = b + np.sum(q * phi[:, 1:], axis=1)
+        if getattr(self, "_item_F", None) is not None:
+            F = side_rows(items, i, len(self._item_vocab), self._item_F, self._item_table)
+            shares = sp.csr_matrix(F.multiply(self._feat[:, 0][None, :] + phi[:, 1:] @ self._feat[:, 1:].T))
+            item_part = item_part - np.asarray(shares.sum(axis=1)).ravel()
+            parts.append(("item feature", self._item_table.names, shares))
+        if self._has_context():
+            matrix = self._read_context(X, reset=False)
+            E = self._ctx_E
+            shares = sp.csr_matrix(matrix * (E[:, 0][None, :] + (phi[:, 1:] + q) @ E[:, 1:].T))
+            parts.append(("context", self._ctx_names, shares))
+        # Records: user, user attributes, item, item features, context.
+        order = ["user", "user attribute", "item", "item feature", "context"]
+        pieces = [("user", np.arange(n), np.full(n, ""), user_part), ("item", np.arange(n), np.full(n, ""), item_part)]
+        for part, names, shares in parts:
+            coo = shares.tocoo()
+            keep = coo.data != 0
+            pieces.append((part, coo.row[keep], np.asarray(names, dtype=object)[coo.col[keep]], coo.data[keep]))
+        rows = np.concatenate([p[1] for p in pieces])
+        kinds = np.concatenate([np.full(len(p[1]), order.index(p[0])) for p in pieces])
+        names = np.concatenate([np.asarray(p[2], dtype=str) for p in pieces]) if pieces else np.array([], dtype=str)
+        values = np.concatenate([p[3] for p in pieces])
+        sort = np.lexsort((kinds, rows))
+        record = np.dtype([("row", np.int64), ("user", users.dtype), ("item", items.dtype), ("part", "U14"),
+                           ("name", names.dtype if names.dtype.kind == "U" else "U1"), ("contribution", np.float64)])
+        out = np.empty(len(sort), dtype=record)
+        out["row"], out["user"], out["item"] = rows[sort], users[rows[sort]], items[rows[sort]]
+        out["part"] = np.asarray(order)[kinds[sort]]
+        out["name"], out["contribution"] = names[sort], values[sort]
+        return out
+
+    @reads
     def select_items(self, n=10, *, user=None, candidates=None, strategy="uncertainty", random_state=None):
         """Items to ask a user to rate, most useful first (onboarding).
 

@@ -129,3 +129,54 @@ def test_influence_estimates_leave_one_out_and_is_for_meta_learners(data):
     np.testing.assert_array_equal(exact["prediction"][:1], fast["prediction"][:1])
     with pytest.raises(ValueError, match="leave_one_out"):
         smr.EmpiricalBayesRecommender().fit(X, y).explain(rows, method="influence")
+
+
+# ----------------------------------------------------------------------
+# explain_features: the score split by part
+
+
+def _sums(parts, n_rows):
+    return np.bincount(parts["row"], weights=parts["contribution"], minlength=n_rows)
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_feature_parts_sum_to_the_score(loss):
+    import pandas as pd
+    from scipy.special import logit
+
+    X, y = make_ratings(n_users=40, n_items=20, mean_ratings=8, min_ratings=5, random_state=0)
+    if loss == "logistic":
+        y = (y >= 4).astype(float)
+    weekday = np.arange(len(X)) % 2
+    frame = pd.DataFrame({"user": X[:, 0], "item": X[:, 1], "weekday": np.where(weekday, "sat", "mon")})
+    items = smr.FeatureTable(pd.DataFrame({"genre": [f"g{i % 3}" for i in range(22)]}, index=np.arange(22)))
+    users = smr.FeatureTable(pd.DataFrame({"group": [f"a{u % 2}" for u in range(41)]}, index=np.r_[np.arange(40), 99]))
+    model = smr.MAMLFactorizationRecommender(n_factors=3, n_epochs=3, loss=loss, prior_factors="learned",
+                                             context_columns=["weekday"], random_state=0)
+    model.fit(frame, y, item_features=items, user_features=users)
+    rows = pd.DataFrame({"user": [0, 1, 99, 5000], "item": [3, 21, 4, 7], "weekday": ["sat", "mon", "sat", "sun"]})
+    parts = model.explain_features(rows)
+    score = model.predict(rows)
+    np.testing.assert_allclose(_sums(parts, 4), logit(score) if loss == "logistic" else score, rtol=1e-10)
+    mine = parts[parts["row"] == 1]
+    assert mine["part"].tolist()[:2] == ["user", "user attribute"] and mine["name"][1] == "group=a1"
+    # Item 21 was never rated: no own part, all of it its genre's.
+    assert abs(mine["contribution"][mine["part"] == "item"][0]) < 1e-12
+    assert mine["name"][mine["part"] == "item feature"].tolist() == ["genre=g0"]
+    assert "context" in parts["part"][parts["row"] == 0]
+    # An unseen context category and an unlisted new user add no records of theirs.
+    assert not ((parts["row"] == 3) & np.isin(parts["part"], ["context", "user attribute"])).any()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: smr.FactorizationRecommender(n_factors=3, n_epochs=2, random_state=0),
+    lambda: smr.EmpiricalBayesRecommender(),
+    lambda: smr.ReptileFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0),
+])
+def test_feature_parts_of_every_estimator(make, data):
+    X, y = data
+    model = make().fit(X, y)
+    rows = np.array([[0, 3], [1, 4], [777, 5]])
+    parts = model.explain_features(rows)
+    np.testing.assert_allclose(_sums(parts, 3), model.predict(rows), rtol=1e-10)
+    assert parts["part"].tolist() == ["user", "item"] * 3
