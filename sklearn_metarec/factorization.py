@@ -51,6 +51,12 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         epoch. Ignored otherwise.
     init_std : float, default=0.1
         Standard deviation of the random initial factors.
+    context_columns : list of str or int, default=None
+        Columns of X (names of a DataFrame, or positions) read as each
+        rating's context, as in :class:`MAMLFactorizationRecommender`: a
+        rating in context c scores b_c + (p_u + q_i)ᵀe_c more (a
+        factorization machine's pairwise terms), each context feature's
+        (b_c, e_c) trained by the same SGD steps under ``reg``.
     n_jobs : int, default=None
         Threads for the parallel kernels (prediction, fold-in); SGD itself
         is sequential.
@@ -95,6 +101,7 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         "loss": [StrOptions({"squared", "logistic"})],
         "n_negatives": [Interval(Integral, 0, MAX_NEGATIVES, closed="both")],
         "init_std": [Interval(Real, 0, None, closed="left")],
+        "context_columns": [list, tuple, None],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -110,6 +117,7 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         loss="squared",
         n_negatives=4,
         init_std=0.1,
+        context_columns=None,
         n_jobs=None,
         random_state=None,
         verbose=0,
@@ -121,6 +129,7 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         self.loss = loss
         self.n_negatives = n_negatives
         self.init_std = init_std
+        self.context_columns = context_columns
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -164,7 +173,8 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         table = check_features(item_features)
         user_table = check_features(user_features, "user_features")
         users, items, y, w = self._prepare(X, y, sample_weight, reset=True)
-        self._add_ratings(users, items, y, w, new_items="random")
+        ctx = self._context_codes(self._read_context(X, reset=True)) if self.context_columns else None
+        self._add_ratings(users, items, y, w, new_items="random", ctx=ctx)
         if table is not None:
             self._attach_item_features(table)
         if user_table is not None:
@@ -212,7 +222,8 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         if user_table is not None and not reset:
             self._user_table = user_table  # before new users join, so that they use it
         n_old = len(self._log)
-        self._add_ratings(users, items, y, w, new_items="random")
+        ctx = self._context_codes(self._read_context(X, reset=reset)) if self.context_columns else None
+        self._add_ratings(users, items, y, w, new_items="random", ctx=ctx)
         if table is not None and reset:
             self._attach_item_features(table)
         if user_table is not None and reset:
@@ -244,7 +255,7 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         return out
 
     def _sgd(self, positions, n_epochs):
-        users, items, ratings, weights = self._log.coo()[:4]
+        users, items, ratings, weights, *extra = self._log.coo()
         n_items = len(self._item_vocab)
         n_neg = self._n_neg()
         seen_indptr, seen_items = _rated_items(users, items, len(self._user_vocab), n_items, n_neg)
@@ -255,14 +266,18 @@ class FactorizationRecommender(BaseFactorizationRecommender):
             args = (users, items, ratings, weights, order, self._theta, n_items, self._users,
                     float(self.lr), float(self.reg), self._logistic, n_neg, seen_indptr, seen_items, seed)
             F, G = getattr(self, "_item_F", None), getattr(self, "_user_G", None)
-            if F is None and G is None:
+            if F is None and G is None and not self._has_context():
                 sse = K.sgd_epoch(*args)
             else:
-                F, feat = (F, self._feat) if F is not None else _no_features(n_items, self.n_factors + 1)
-                G, ufeat = (G, self._ufeat) if G is not None else _no_features(len(self._user_vocab),
-                                                                               self.n_factors + 1)
+                d = self.n_factors + 1
+                F, feat = (F, self._feat) if F is not None else _no_features(n_items, d)
+                G, ufeat = (G, self._ufeat) if G is not None else _no_features(len(self._user_vocab), d)
+                if self._has_context():
+                    context = (extra[0], self._ctx_combos, self._ctx_E)
+                else:
+                    context = (np.zeros(0, dtype=np.int64), np.zeros((0, 1)), np.zeros((1, d)))
                 sse = K.sgd_epoch_features(*args, F.indptr, F.indices, F.data, feat, G.indptr, G.indices, G.data,
-                                           ufeat)
+                                           ufeat, *context)
             if not (np.isfinite(sse) and np.isfinite(self._users).all() and np.isfinite(self._theta).all()):
                 raise DivergenceError(
                     f"SGD diverged in epoch {self.n_iter_ + 1}: parameters became NaN "
@@ -274,18 +289,22 @@ class FactorizationRecommender(BaseFactorizationRecommender):
                 what = f"cross-entropy {mean:.5f}" if self._logistic else f"RMSE {np.sqrt(mean):.5f}"
                 print(f"-- Epoch {self.n_iter_}: training {what}, {time.perf_counter() - start:.2f} s")
 
-    def _solve_users(self, indptr, items, ratings, weights, users, keys):
+    def _solve_users(self, indptr, items, ratings, weights, users, keys, ctxs=None):
         d = self.n_factors + 1
         out = np.empty((len(users), d))
         args = (indptr, items, ratings, weights, users)
         # With user attributes the penalty pulls each user towards what its
         # attributes give, its own part towards zero.
         centers = self._user_priors(keys) if getattr(self, "_user_G", None) is not None else np.empty((0, d))
+        if ctxs is not None and self._has_context():
+            context = (np.ascontiguousarray(ctxs), np.ascontiguousarray(self._ctx_combos @ self._ctx_E))
+        else:
+            context = K.no_context(d)[:2]
         if self._logistic:
             K.logistic_users(*args, keys, self._serve_seed, self._theta, len(self._item_vocab),
-                             d, float(self.reg), self._n_neg(), centers, out)
+                             d, float(self.reg), self._n_neg(), centers, *context, out)
         else:
-            K.ridge_users(*args, self._theta, len(self._item_vocab), d, float(self.reg), centers, out)
+            K.ridge_users(*args, self._theta, len(self._item_vocab), d, float(self.reg), centers, *context, out)
         return out
 
 

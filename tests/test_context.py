@@ -224,3 +224,87 @@ def test_grid_search_over_the_context_penalty_with_cold_start_folds():
     assert search.best_params_["context_reg"] in (0.005, 0.5)
     assert np.isfinite(search.best_estimator_.predict(X[:5])).all()
     assert clone(model).get_params()["context_columns"] == [2]
+
+
+# ----------------------------------------------------------------------
+# The factorization baseline with context (a factorization machine's terms)
+
+
+def test_one_sgd_step_in_context_is_the_fm_update():
+    # One rating in a context of two features (values 1 and 0.5): the score
+    # gains b_c + (p_u + q_i).e_c with (b_c, e_c) = m.E; user, item and
+    # each context feature's row step along their own derivatives.
+    d, n_items = 3, 2
+    rng = np.random.default_rng(2)
+    theta = rng.normal(0, 0.5, 1 + d + n_items * d)
+    table = rng.normal(0, 0.5, (1, d))
+    E = rng.normal(0, 0.5, (2, d))
+    combos = np.array([[1.0, 0.5]])
+    mu = theta[0]
+    _, bi, Q = K.unpack(theta, n_items, d)
+    phi, row = table[0].copy(), np.r_[bi[0], Q[0]]
+    o = combos[0] @ E
+    err = 4.0 - (mu + phi[0] + row[0] + phi[1:] @ row[1:] + o[0] + (phi[1:] + row[1:]) @ o[1:])
+    lr, reg = 0.1, 0.05
+    phi_new = phi + lr * (err * np.r_[1.0, row[1:] + o[1:]] - reg * phi)
+    row_new = row + lr * (err * np.r_[1.0, phi[1:] + o[1:]] - reg * row)
+    E_new = E + lr * (np.outer(combos[0], err * np.r_[1.0, phi[1:] + row[1:]]) - reg * E)
+    none = (np.zeros(n_items + 1, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0))
+    no_users = (np.zeros(2, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0))
+    K.sgd_epoch_features(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), np.array([4.0]), np.ones(1),
+                         np.zeros(1, dtype=np.int64), theta, n_items, table, lr, reg, False, 0,
+                         np.zeros(2, dtype=np.int64), np.zeros(0, dtype=np.int64), 0, *none, np.zeros((1, d)),
+                         *no_users, np.zeros((1, d)), np.zeros(1, dtype=np.int64), combos, E)
+    np.testing.assert_allclose(table[0], phi_new, rtol=1e-12)
+    np.testing.assert_allclose(np.r_[bi[0], Q[0]], row_new, rtol=1e-12)
+    np.testing.assert_allclose(E, E_new, rtol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_factorization_fold_in_in_context_is_the_exact_solution(loss):
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    X, y, genre = weekend_data(n_users=60)
+    if loss == "logistic":
+        y = (y > 3.5).astype(float)  # labels: no sampled negatives
+    model = smr.FactorizationRecommender(n_factors=4, n_epochs=3, loss=loss, context_columns=[2],
+                                         random_state=0).fit(X, y)
+    rated = np.array([[9000, 3, "weekend"], [9000, 4, "weekday"], [9000, 7, "weekend"]], dtype=object)
+    target = np.array([4.5, 2.0, 4.0]) if loss == "squared" else np.array([1.0, 0.0, 1.0])
+    model.fold_in(rated, target)
+    phi = model._users[model._user_vocab.lookup(np.array([9000]))[0]]
+    # The objective in the model's own terms: predict in context, as a function of phi.
+    items = model._item_vocab.lookup(rated[:, 1].astype(int))
+    off = model._read_context(rated, reset=False) @ model._ctx_E
+    b, Q = model.item_biases_[items], model.item_factors_[items]
+    Xd = np.column_stack([np.ones(3), Q + off[:, 1:]])
+    base = model.global_mean_ + b + off[:, 0] + np.sum(Q * off[:, 1:], axis=1)
+    def objective(p):
+        s = base + Xd @ p
+        fit = (s - target) ** 2 if loss == "squared" else -np.log(expit(np.where(target == 1, s, -s)))
+        return fit.sum() + model.reg * 3 * p @ p
+
+    best = minimize(objective, np.zeros(len(phi)), method="BFGS", options={"gtol": 1e-10}).x
+    np.testing.assert_allclose(phi, best, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.predict(rated), (base + Xd @ phi) if loss == "squared" else
+                               expit(base + Xd @ phi), rtol=1e-10)
+
+
+def test_factorization_recovers_a_planted_context_effect():
+    X, y, genre = weekend_data()
+    new = X[:, 0] >= 160
+    support = new & (np.arange(len(X)) % 30 < 10)
+    query = new & ~support
+    rmse = {}
+    for name, columns in [("ids", None), ("context", [2])]:
+        cols = slice(None) if columns else slice(0, 2)
+        model = smr.FactorizationRecommender(context_columns=columns, random_state=0)  # defaults
+        model.fit(X[~new][:, cols], y[~new]).fold_in(X[support][:, cols], y[support])
+        rmse[name] = np.sqrt(np.mean((model.predict(X[query][:, cols]) - y[query]) ** 2))
+    assert rmse["context"] < 0.8 * rmse["ids"], rmse
+    lists = {c: model.recommend([160, 161, 162], n=8, context={2: c})[0].astype(int)
+             for c in ("weekday", "weekend")}
+    assert (genre[lists["weekday"]] == 0).mean() > 0.9 and (genre[lists["weekend"]] == 1).mean() > 0.9
+    for loaded in copies(model):
+        np.testing.assert_array_equal(loaded.predict(X[query][:20]), model.predict(X[query][:20]))

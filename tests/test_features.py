@@ -376,7 +376,8 @@ def test_sgd_with_featureless_items_is_plain_sgd():
         if features:
             no_users = sp.csr_matrix((len(table), 2))
             K.sgd_epoch_features(*args, empty.indptr, empty.indices, empty.data, np.zeros((2, d)),
-                                 no_users.indptr, no_users.indices, no_users.data, np.zeros((2, d)))
+                                 no_users.indptr, no_users.indices, no_users.data, np.zeros((2, d)),
+                                 np.zeros(0, dtype=np.int64), np.zeros((0, 1)), np.zeros((1, d)))
         else:
             K.sgd_epoch(*args)
         out.append((theta, table))
@@ -414,7 +415,8 @@ def test_one_sgd_step_with_features_is_lightfms_update():
     K.sgd_epoch_features(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), np.array([4.0]), np.ones(1),
                          np.zeros(1, dtype=np.int64), theta, n_items, table, lr, reg, False, 0,
                          np.zeros(2, dtype=np.int64), np.zeros(0, dtype=np.int64), 0, F.indptr, F.indices, F.data,
-                         feat, G.indptr, G.indices, G.data, ufeat)
+                         feat, G.indptr, G.indices, G.data, ufeat, np.zeros(0, dtype=np.int64), np.zeros((0, 1)),
+                         np.zeros((1, d)))
     np.testing.assert_allclose(ufeat, ufeat_new, rtol=1e-12)
     np.testing.assert_allclose(table[0], u_own_new + g_row @ ufeat_new, rtol=1e-12)
     np.testing.assert_allclose(feat, feat_new, rtol=1e-12)

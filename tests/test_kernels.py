@@ -152,7 +152,7 @@ def test_ridge_users_matches_reference(problem):
     users = np.array([1, 3], dtype=np.int64)
     out = np.empty((2, p["d"]))
     K.ridge_users(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["theta"], p["n_items"],
-                  p["d"], 0.1, np.empty((0, p["d"])), out)
+                  p["d"], 0.1, np.empty((0, p["d"])), *K.no_context(p["d"])[:2], out)
     for b, u in enumerate(users):
         s = slice(p["indptr"][u], p["indptr"][u + 1])
         expected = R.ridge_user(p["items"][s], p["ratings"][s], p["weights"][s], p["theta"], p["n_items"], p["d"], 0.1)
@@ -287,7 +287,7 @@ def test_fold_ins_shrink_towards_their_centers(problem):
     mu, _, bi, Q = R.split_theta(p["theta"], p["n_items"], p["d"])
     out = np.empty((2, p["d"]))
     K.ridge_users(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["theta"], p["n_items"],
-                  p["d"], 0.1, centers, out)
+                  p["d"], 0.1, centers, *K.no_context(p["d"])[:2], out)
     for b, u in enumerate(users):
         s = slice(p["indptr"][u], p["indptr"][u + 1])
         items, w = p["items"][s], p["weights"][s]
@@ -297,7 +297,7 @@ def test_fold_ins_shrink_towards_their_centers(problem):
         np.testing.assert_allclose(out[b], np.linalg.solve(A, rhs), rtol=1e-9)
     ones = np.ones_like(p["ratings"])
     K.logistic_users(p["indptr"], p["items"], ones, p["weights"], users, users, 3, p["theta"], p["n_items"],
-                     p["d"], 0.1, 0, centers, out)
+                     p["d"], 0.1, 0, centers, *K.no_context(p["d"])[:2], out)
     for b, u in enumerate(users):
         s = slice(p["indptr"][u], p["indptr"][u + 1])
         items, w = p["items"][s], p["weights"][s]
@@ -320,7 +320,7 @@ def test_logistic_users_minimize_the_regularized_cross_entropy(problem):
     users = np.array([1, 4], dtype=np.int64)
     out = np.empty((2, p["d"]))
     K.logistic_users(p["indptr"], p["items"], p["ratings"], p["weights"], users, users, 3, p["theta"],
-                     p["n_items"], p["d"], 0.1, 2, np.empty((0, p["d"])), out)
+                     p["n_items"], p["d"], 0.1, 2, np.empty((0, p["d"])), *K.no_context(p["d"])[:2], out)
     counts = np.diff(p["indptr"])
     tasks = tasks_of({**p, "sup_lo": counts, "sup_hi": counts}, users, 3, 2)
     mu, _, bi, Q = R.split_theta(p["theta"], p["n_items"], p["d"])

@@ -200,7 +200,8 @@ def test_factorization_baseline_takes_user_attributes(loss):
     args = (np.array([0, 2], dtype=np.int64), with_attributes._item_vocab.lookup(rated[:, 1]),
             np.array([1.0, 1.0]) if y is None else np.array([2.0, 4.5]), np.ones(2), np.zeros(1, dtype=np.int64))
     if loss == "squared":
-        K.ridge_users(*args, with_attributes._theta, len(with_attributes._item_vocab), d, 0.02, centers, out)
+        K.ridge_users(*args, with_attributes._theta, len(with_attributes._item_vocab), d, 0.02, centers,
+                      *K.no_context(d)[:2], out)
         np.testing.assert_allclose(with_attributes._users[code], out[0], rtol=1e-10)
     assert np.abs(centers).sum() > 0
     for loaded in copies(with_attributes):

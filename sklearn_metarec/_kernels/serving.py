@@ -58,13 +58,33 @@ def _solve_spd(A, b, out):
         out[i] = s / A[i, i]
 
 
+@jit()
+def _design(mu, bi, Q, i, c, off, x):
+    """Fill ``x`` with ∂r̂/∂φ of a rating of item i in context code c (−1:
+    none) and return the rest of its score: r̂ = base + xᵀφ, with
+    x = (1, q_i + e_c) and base = μ + b_i + b_c + q_iᵀe_c (``off``: each
+    code's (b_c, e_c))."""
+    d = x.shape[0]
+    x[0] = 1.0
+    base = mu + bi[i]
+    for a in range(1, d):
+        x[a] = Q[i, a - 1]
+    if c >= 0:
+        base += off[c, 0]
+        for a in range(1, d):
+            base += Q[i, a - 1] * off[c, a]
+            x[a] += off[c, a]
+    return base
+
+
 @jit(parallel=True)
-def ridge_users(indptr, items, ratings, weights, users, theta, n_items, d, reg, centers, out):
+def ridge_users(indptr, items, ratings, weights, users, theta, n_items, d, reg, centers, ctxs, off, out):
     """``out[b]`` ← argmin_φ Σ w [(r̂ − r)² + reg ‖φ − c_b‖²] over user
     ``users[b]``'s ratings, items fixed: the exact fold-in of the
     factorization baseline. ``centers``: c_b, the prior the user's
     attributes give (LightFM's user features), one row per user; empty, of
-    shape (0, d), for c = 0."""
+    shape (0, d), for c = 0. ``ctxs``: each logged rating's context code,
+    ``off`` each code's (b_c, e_c) (both empty without context)."""
     mu = theta[0]
     _, bi, Q = unpack(theta, n_items, d)
     centered = centers.shape[0] > 0
@@ -75,11 +95,8 @@ def ridge_users(indptr, items, ratings, weights, users, theta, n_items, d, reg, 
         x = np.empty(d)
         wsum = 0.0
         for j in range(indptr[u], indptr[u + 1]):
-            i = items[j]
             w = weights[j]
-            x[0] = 1.0
-            x[1:] = Q[i]
-            t = ratings[j] - mu - bi[i]
+            t = ratings[j] - _design(mu, bi, Q, items[j], ctxs[j] if ctxs.shape[0] else -1, off, x)
             for a in range(d):
                 rhs[a] += w * t * x[a]
                 for c in range(d):
@@ -98,28 +115,29 @@ def ridge_users(indptr, items, ratings, weights, users, theta, n_items, d, reg, 
 
 
 @jit()
-def _logistic_objective(phi, center, items, ys, ws, mu, bi, Q, reg_w):
+def _logistic_objective(phi, center, base, X, ys, ws, reg_w):
     total = reg_w * np.dot(phi - center, phi - center)
-    for j in range(items.shape[0]):
-        ell, _, _ = _loss_terms(_score(mu, bi, Q, phi, items[j]), ys[j], True)
+    for j in range(base.shape[0]):
+        ell, _, _ = _loss_terms(base[j] + np.dot(X[j], phi), ys[j], True)
         total += ws[j] * ell
     return total
 
 
 @jit(parallel=True)
 def logistic_users(indptr, items, ratings, weights, users, keys, seed, theta, n_items, d, reg,
-                   n_neg, centers, out):
+                   n_neg, centers, ctxs, off, out):
     """``out[b]`` ← argmin_φ Σ w [ℓ(r̂, y) + reg ‖φ − c_b‖²] with the
-    cross-entropy ℓ, over user ``users[b]``'s ratings and sampled negatives,
-    items fixed: the logistic counterpart of ``ridge_users`` (``centers`` as
-    there). The problem is strictly convex; Newton's method with a
-    backtracking line search solves it."""
+    cross-entropy ℓ, over user ``users[b]``'s ratings and sampled negatives
+    (in their positive's context), items fixed: the logistic counterpart of
+    ``ridge_users`` (``centers``, ``ctxs`` and ``off`` as there). The
+    problem is strictly convex; Newton's method with a backtracking line
+    search solves it."""
     mu = theta[0]
     _, bi, Q = unpack(theta, n_items, d)
     centered = centers.shape[0] > 0
     for b in prange(users.shape[0]):
-        t_items, t_y, t_w, _, _ = _history_task(indptr, items, ratings, weights, users[b], keys[b], seed, n_items,
-                                                n_neg, np.empty(0, dtype=np.int64))
+        t_items, t_y, t_w, t_ctx, _ = _history_task(indptr, items, ratings, weights, users[b], keys[b], seed,
+                                                    n_items, n_neg, ctxs)
         m = t_items.shape[0]
         wsum = t_w.sum()
         center = centers[b].copy() if centered else np.zeros(d)
@@ -127,32 +145,32 @@ def logistic_users(indptr, items, ratings, weights, users, keys, seed, theta, n_
         if wsum <= 0.0:
             out[b, :] = phi
             continue
+        X = np.empty((m, d))
+        base = np.empty(m)
+        for j in range(m):
+            base[j] = _design(mu, bi, Q, t_items[j], t_ctx[j] if ctxs.shape[0] else -1, off, X[j])
         reg_w = reg * wsum
-        x = np.empty(d)
         for _ in range(100):
             H = np.zeros((d, d))
             grad = 2.0 * reg_w * (phi - center)
             for j in range(m):
-                i = t_items[j]
-                _, dl, d2l = _loss_terms(_score(mu, bi, Q, phi, i), t_y[j], True)
-                x[0] = 1.0
-                x[1:] = Q[i]
+                _, dl, d2l = _loss_terms(base[j] + np.dot(X[j], phi), t_y[j], True)
                 for a in range(d):
-                    grad[a] += t_w[j] * dl * x[a]
+                    grad[a] += t_w[j] * dl * X[j, a]
                     for c in range(d):
-                        H[a, c] += t_w[j] * d2l * x[a] * x[c]
+                        H[a, c] += t_w[j] * d2l * X[j, a] * X[j, c]
             for a in range(d):
                 H[a, a] += 2.0 * reg_w + 1e-12 * wsum
             step = np.empty(d)
             _solve_spd(H, grad, step)
-            f0 = _logistic_objective(phi, center, t_items, t_y, t_w, mu, bi, Q, reg_w)
+            f0 = _logistic_objective(phi, center, base, X, t_y, t_w, reg_w)
             decrease = np.dot(grad, step)
             if decrease <= 1e-14 * (1.0 + abs(f0)):
                 break
             t = 1.0
             while t > 1e-8:
                 trial = phi - t * step
-                if _logistic_objective(trial, center, t_items, t_y, t_w, mu, bi, Q, reg_w) <= f0 - 1e-4 * t * decrease:
+                if _logistic_objective(trial, center, base, X, t_y, t_w, reg_w) <= f0 - 1e-4 * t * decrease:
                     break
                 t *= 0.5
             phi = phi - t * step

@@ -66,12 +66,15 @@ def _feature_sum(F_indptr, F_indices, F_data, feat, i, out):
 
 @jit()
 def _sgd_update_features(mu, own, F_indptr, F_indices, F_data, feat, u_own, G_indptr, G_indices, G_data, ufeat,
-                         u, i, y, w, lr, reg, logistic, row, prow):
+                         combos, E, c, u, i, y, w, lr, reg, logistic, row, prow, orow):
     """``_sgd_update`` for LightFM's representation: item i's (b_i, q_i) is
     its own part ``own[i]`` plus F_i·feat, user u's (b_u, p_u) its own part
     ``u_own[u]`` plus G_u·ufeat. The same step moves each own part and,
-    scaled by each feature's value, its features' parts. ``row`` and
-    ``prow`` are scratch of length d. Returns w·ℓ."""
+    scaled by each feature's value, its features' parts. In context code
+    c ≥ 0 (features ``combos[c]``, parameters E), the rating scores
+    b_c + (p_u + q_i)ᵀe_c more, (b_c, e_c) = combos[c]·E, and each context
+    feature's row of E steps too. ``row``, ``prow`` and ``orow`` are
+    scratch of length d. Returns w·ℓ."""
     d = row.shape[0]
     _feature_sum(F_indptr, F_indices, F_data, feat, i, row)
     _feature_sum(G_indptr, G_indices, G_data, ufeat, u, prow)
@@ -81,14 +84,30 @@ def _sgd_update_features(mu, own, F_indptr, F_indices, F_data, feat, u_own, G_in
     s = mu + prow[0] + row[0]
     for f in range(1, d):
         s += prow[f] * row[f]
+    if c >= 0:
+        orow[:] = 0.0
+        for f in range(combos.shape[1]):
+            if combos[c, f] != 0.0:
+                for a in range(d):
+                    orow[a] += combos[c, f] * E[f, a]
+        s += orow[0]
+        for a in range(1, d):
+            s += (prow[a] + row[a]) * orow[a]
     ell, dl, _ = _loss_terms(s, y, logistic)
     err = -dl if logistic else -0.5 * dl
     step = lr * w
-    # ∂r̂/∂(b_u, p_u) = (1, q_i) = row with row[0] read as 1, and
-    # ∂r̂/∂(b_i, q_i) = (1, p_u) likewise from prow.
+    if c >= 0:  # from the old (p_u, q_i), as the other parts' steps
+        for f in range(combos.shape[1]):
+            x = combos[c, f]
+            if x != 0.0:
+                E[f, 0] += step * (x * err - reg * E[f, 0])
+                for a in range(1, d):
+                    E[f, a] += step * (x * err * (prow[a] + row[a]) - reg * E[f, a])
+    # ∂r̂/∂(b_u, p_u) = (1, q_i + e_c) = row with row[0] read as 1, and
+    # ∂r̂/∂(b_i, q_i) = (1, p_u + e_c) likewise from prow.
     for f in range(d):
-        gu = err * (1.0 if f == 0 else row[f])
-        gi = err * (1.0 if f == 0 else prow[f])
+        gu = err * (1.0 if f == 0 else row[f] + (orow[f] if c >= 0 else 0.0))
+        gi = err * (1.0 if f == 0 else prow[f] + (orow[f] if c >= 0 else 0.0))
         u_own[u, f] += step * (gu - reg * u_own[u, f])
         for e in range(G_indptr[u], G_indptr[u + 1]):
             j = G_indices[e]
@@ -117,12 +136,14 @@ def _own_parts(table, F_indptr, F_indices, F_data, feat, sign, out):
 @jit()
 def sgd_epoch_features(users, items, ratings, weights, order, theta, n_items, user_table, lr, reg,
                        logistic, n_neg, seen_indptr, seen_items, seed, F_indptr, F_indices, F_data, feat,
-                       G_indptr, G_indices, G_data, ufeat):
+                       G_indptr, G_indices, G_data, ufeat, ctxs, combos, E):
     """``sgd_epoch`` with item features F and user attributes G (either may
     have no entries): ``theta``'s item rows are own parts plus F·feat and
     ``user_table``'s rows own parts plus G·ufeat; the epoch steps the own
-    parts, ``feat`` and ``ufeat``, then writes the rows back. Returns the
-    weighted loss seen."""
+    parts, ``feat`` and ``ufeat``, then writes the rows back. With context,
+    ``ctxs`` holds each rating's code (empty without), ``combos`` each
+    code's context features and E their parameters, stepped too (a
+    rating's negatives share its context). Returns the weighted loss seen."""
     d = user_table.shape[1]
     mu = theta[0]
     _, bi, Q = unpack(theta, n_items, d)
@@ -135,13 +156,15 @@ def sgd_epoch_features(users, items, ratings, weights, order, theta, n_items, us
     _own_parts(user_table, G_indptr, G_indices, G_data, ufeat, -1.0, u_own)
     row = np.empty(d)
     prow = np.empty(d)
+    orow = np.empty(d)
     total = 0.0
     for n in range(order.shape[0]):
         j = order[n]
         u = users[j]
+        c = ctxs[j] if ctxs.shape[0] else -1
         total += _sgd_update_features(mu, own, F_indptr, F_indices, F_data, feat, u_own, G_indptr, G_indices,
-                                      G_data, ufeat, u, items[j], ratings[j], weights[j], lr, reg, logistic,
-                                      row, prow)
+                                      G_data, ufeat, combos, E, c, u, items[j], ratings[j], weights[j], lr, reg,
+                                      logistic, row, prow, orow)
         if n_neg > 0:
             seen = seen_items[seen_indptr[u] : seen_indptr[u + 1]]
             n_free = n_items - seen.shape[0]
@@ -151,8 +174,8 @@ def sgd_epoch_features(users, items, ratings, weights, order, theta, n_items, us
             for _ in range(n_neg):
                 state, r = _randbelow(state, n_free)
                 total += _sgd_update_features(mu, own, F_indptr, F_indices, F_data, feat, u_own, G_indptr,
-                                              G_indices, G_data, ufeat, u, _kth_unseen(seen, r), 0.0, weights[j],
-                                              lr, reg, logistic, row, prow)
+                                              G_indices, G_data, ufeat, combos, E, c, u, _kth_unseen(seen, r), 0.0,
+                                              weights[j], lr, reg, logistic, row, prow, orow)
     _own_parts(own, F_indptr, F_indices, F_data, feat, 1.0, rows)
     bi[:] = rows[:, 0]
     Q[:, :] = rows[:, 1:]
