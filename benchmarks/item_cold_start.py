@@ -326,13 +326,17 @@ def tables(results, seeds):
             cells = [f"{np.mean(results[name, scenario, m]):.4f} ± {np.std(results[name, scenario, m]):.4f}"
                      if not np.isnan(results[name, scenario, m]).any() else "n/a" for m in metrics]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", f"{OURS} against the best peer and against itself without features, paired per seed "
-                  "(± standard error):", ""]
+        lines += ["", f"{OURS} against the best peer, the content and bias models, and itself without features, "
+                  "paired per seed (± standard error):", ""]
         for metric in metrics:
             sign = -1 if metric == "RMSE" else 1
             peers = [n for n in names if "(ours)" not in n and not np.isnan(results[n, scenario, metric]).any()]
             best = max(peers, key=lambda n: sign * np.mean(results[n, scenario, metric]))
-            for other in (best, IDS_ONLY):
+            # The best peer, the named peers where they have the
+            # metric, and ourselves without features.
+            named = [n for n in ("content baseline (genres, decade)", "empirical-Bayes bias model")
+                     if n in names and not np.isnan(results[n, scenario, metric]).any()]
+            for other in dict.fromkeys([best, *named, IDS_ONLY]):
                 lines.append(f"- {metric}: {paired(results, scenario, metric, OURS, other)}")
         ranking = [n for n in names if n in RANKING_ONLY and n != LOGISTIC]
         if LOGISTIC in names and ranking:

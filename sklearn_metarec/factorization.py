@@ -156,7 +156,9 @@ class FactorizationRecommender(BaseFactorizationRecommender):
             with the squared or the logistic loss): each SGD step moves the
             own part and, scaled by each feature's value, the features'
             parts, all under ``reg``. Items listed but never rated are
-            scored from their features.
+            scored from their features; after training, the features'
+            biases are set to the regression of the items' biases on their
+            features, each item weighted by its ratings.
         user_features : FeatureTable or DataFrame, default=None
             Attributes of users, read as ``item_features`` is: a user is
             likewise its own part plus the sum of its attributes' parts
@@ -180,6 +182,7 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         if user_table is not None:
             self._attach_user_features(user_table)
         self._sgd(np.arange(len(y)), self.n_epochs)
+        self._fit_feature_biases()
         return self
 
     @serialized
@@ -229,6 +232,7 @@ class FactorizationRecommender(BaseFactorizationRecommender):
         if user_table is not None and reset:
             self._attach_user_features(user_table)
         self._sgd(np.arange(n_old, n_old + len(y)), 1)
+        self._fit_feature_biases()
         return self
 
     # ------------------------------------------------------------------

@@ -392,7 +392,9 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             reached, listed here, is scored from its features alone. The
             items' L2 penalty (``reg``, ``item_shrinkage``) then falls on
             their own parts: a rarely rated item is pulled towards what its
-            features predict.
+            features predict. After training, the features' biases are set
+            to the regression of the items' biases on their features, each
+            item weighted by its ratings (the trained items keep theirs).
         user_features : FeatureTable or DataFrame, default=None
             Attributes of users (age group, occupation, ...), one row per
             raw user id, read as ``item_features`` is. Each attribute gets a
@@ -433,6 +435,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             held[self._rng.permutation(len(touched))[:n_held]] = True
             touched, held = touched[~held], touched[held]
         self._train(touched, self.n_epochs, held)
+        self._fit_feature_biases()
         self._refresh_users(np.sort(np.r_[touched, held]) if held is not None else touched)
         return self
 
@@ -489,6 +492,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         if user_table is not None and reset:
             self._attach_user_features(user_table)
         self._train(touched, 1)
+        self._fit_feature_biases()
         self._refresh_users(touched)
         return self
 

@@ -447,3 +447,27 @@ def test_factorization_baseline_scores_new_items_by_their_features(loss):
     probe = np.array([[1, 200], [2, new[0]], [3, 5]])
     for loaded in copies(model):
         np.testing.assert_array_equal(loaded.predict(probe), model.predict(probe))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: smr.MAMLFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0),
+    lambda: smr.ReptileFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0),
+    lambda: smr.FactorizationRecommender(n_factors=3, n_epochs=2, random_state=0),
+])
+def test_features_bias_parts_are_the_rating_weighted_regression_of_item_biases(make):
+    X, y = make_ratings(n_users=40, n_items=20, random_state=0)
+    model = make().fit(X, y, item_features=small_table())
+    F = model._item_F.toarray()
+    n = np.bincount(model._item_vocab.lookup(X[:, 1]), minlength=len(model.item_ids_)).astype(float)
+    gamma = getattr(model, "item_shrinkage_", 0.0)
+    w = n * n / (n + gamma) if gamma > 0 else n
+    expected = np.linalg.solve(F.T @ (w[:, None] * F) + np.eye(F.shape[1]), F.T @ (w * model.item_biases_))
+    np.testing.assert_allclose(model._feat[:, 0], expected, rtol=1e-9, atol=1e-12)
+    # The known items keep their biases; a new item's is its features'.
+    known = model.predict(X[:30])
+    model._fit_feature_biases()
+    np.testing.assert_allclose(model.predict(X[:30]), known, rtol=1e-12)
+    new_item = model.predict([[X[0, 0], 22]]) - model.predict([[X[0, 0], 10**6]])  # 22: in the table, never rated
+    row = small_table().rows(np.array([22]))[0].toarray()[0]
+    np.testing.assert_allclose(new_item[0], row @ model._feat[:, 0] + row @ model._feat[:, 1:] @
+                               model._users[model._user_vocab.lookup(X[:1, 0])[0], 1:], rtol=1e-9)
