@@ -30,8 +30,7 @@ class ReptileFactorizationRecommender(MAMLFactorizationRecommender):
     batch's items that have it, and every item follows its features; each
     user attribute's part moves likewise toward its users' adapted
     parameters beyond φ₀'s move. New items and users listed in the tables
-    are scored from their features before any rating. Context is not
-    supported.
+    are scored from their features before any rating.
 
     Parameters
     ----------
@@ -69,6 +68,12 @@ class ReptileFactorizationRecommender(MAMLFactorizationRecommender):
         positives only; see :class:`MAMLFactorizationRecommender`.
     init_std : float, default=0.1
         Standard deviation of the random initial factors.
+    context_columns : list of str or int, default=None
+        Columns of X read as each rating's context, as in
+        :class:`MAMLFactorizationRecommender`. Each support entry's copy of
+        its context's (b_c, e_c) adapts with the items' (step
+        ``item_lr``), and each context feature's parameters move by
+        ``meta_lr`` times the mean direction of the copies that have it.
     n_jobs : int, default=None
         Threads for the Numba kernels; results are identical for any number.
     random_state : int, RandomState instance or None, default=None
@@ -103,8 +108,7 @@ n_iter_, n_features_in_, feature_names_in_
     _parameter_constraints = {
         **{key: value for key, value in MAMLFactorizationRecommender._parameter_constraints.items()
            if key not in ("first_order", "reg", "item_shrinkage", "prior_factors", "task_weighting", "early_stopping",
-                          "validation_fraction", "n_iter_no_change", "tol", "context_columns",
-                                                 "context_reg")},
+                          "validation_fraction", "n_iter_no_change", "tol", "context_reg")},
         # Reptile's direction is taken per entry, not per pair: no BPR.
         "loss": [StrOptions({"squared", "logistic"})],
         "adapt_items": ["boolean"],
@@ -132,6 +136,7 @@ n_iter_, n_features_in_, feature_names_in_
         loss="squared",
         n_negatives=4,
         init_std=0.1,
+        context_columns=None,
         n_jobs=None,
         random_state=None,
         verbose=0,
@@ -150,6 +155,7 @@ n_iter_, n_features_in_, feature_names_in_
         self.loss = loss
         self.n_negatives = n_negatives
         self.init_std = init_std
+        self.context_columns = context_columns
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -180,12 +186,15 @@ n_iter_, n_features_in_, feature_names_in_
         rows = np.empty(n_items, dtype=np.int64)
         features = getattr(self, "_item_F", None) is not None
         attributes = getattr(self, "_user_G", None) is not None
+        context = self._has_context()
         losses = []
         for batch, offsets in self._batches(indptr, order):
             priors, d_priors = self._task_priors(batch)
+            ctxs, off, d_off = self._context_args()
+            n_copies = np.zeros(len(off), dtype=np.int64)
             loss, n_rows = K.reptile_batch(
                 indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
-                alpha, self._inner_settings(), step, delta, rows, priors, d_priors,
+                alpha, self._inner_settings(), step, delta, rows, priors, d_priors, ctxs, off, d_off, n_copies,
             )
             losses.append(loss)
             if not loss < self._loss_limit:  # also catches NaN
@@ -194,8 +203,21 @@ n_iter_, n_features_in_, feature_names_in_
                 self._features_follow(delta, rows[:n_rows])
             if attributes:
                 self._attributes_follow(batch, d_priors - delta[1 : 1 + d])
+            if context:
+                self._context_follows(d_off, n_copies)
             K.step_rows(self._theta, delta, float(self.meta_lr), n_items, d, rows, n_rows)
         return np.array(losses)
+
+    def _context_follows(self, d_off, n_copies):
+        """Move each context feature's (b_c, e_c) by the meta step times the
+        mean Reptile direction of the batch's context combinations that have
+        it (over their adapted copies, weighted by the feature's values)."""
+        used = n_copies > 0
+        combos = self._ctx_combos[used]
+        mass = np.abs(combos).T @ n_copies[used].astype(float)
+        direction = combos.T @ (d_off[used] * n_copies[used, None])
+        self._ctx_E += float(self.meta_lr) * np.divide(direction, mass[:, None], out=np.zeros_like(direction),
+                                                       where=mass[:, None] > 0)
 
     def _attributes_follow(self, batch, beyond):
         """Move each attribute's part of the prior by the meta step times the

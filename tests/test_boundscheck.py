@@ -53,6 +53,8 @@ cases = [
     # Context: each rating's code indexes the combinations' parameters.
     (smr.MAMLFactorizationRecommender, dict(context_columns=[2]),
      np.column_stack([X, np.arange(len(X)) % 3]), y),
+    (smr.ReptileFactorizationRecommender, dict(loss="logistic", context_columns=[2]),
+     np.column_stack([positives, np.arange(len(positives)) % 3]), None),
     (smr.FactorizationRecommender, dict(loss="logistic", context_columns=[2]),
      np.column_stack([X, np.arange(len(X)) % 3]), (y >= 4).astype(float)),
     (smr.MetaSGDFactorizationRecommender, dict(user_features=smr.FeatureTable(
@@ -105,7 +107,7 @@ def BACKGROUND(folder):
 def test_every_kernel_path_stays_in_bounds(request, tmp_path):
     code, out, err, _ = _background.outcome(request, sys.modules[__name__], "boundscheck", tmp_path)
     assert code == 0, err[-4000:]
-    assert out.count("ok ") == 19
+    assert out.count("ok ") == 20
     assert "checked inside prange bodies" in out
 
 

@@ -2,6 +2,7 @@
 recommender contract."""
 
 import functools
+import pickle
 
 import numpy as np
 import pytest
@@ -51,6 +52,11 @@ def no_priors(d):
     return np.empty((0, d)), np.empty((0, d))
 
 
+def no_context(d):
+    """The kernel's (ctxs, off, d_off, n_copies) for ratings without context."""
+    return (*K.no_context(d), np.empty(0, dtype=np.int64))
+
+
 @pytest.mark.parametrize("loss, n_neg", [("squared", 0), ("logistic", 0), ("logistic", 2)])
 @pytest.mark.parametrize("n_steps", [1, 3])
 @pytest.mark.parametrize("adapt_items", [True, False])
@@ -68,7 +74,7 @@ def test_update_matches_numpy(n_steps, adapt_items, loss, n_neg):
                                     K.inner_settings(lam=0.05, kappa=1.5, n_steps=n_steps,
                                                      logistic=loss == "logistic", n_neg=n_neg),
                                     K.reptile_settings(item_lr=0.2, adapt_items=adapt_items), delta, rows,
-                                    *no_priors(p["d"]))
+                                    *no_priors(p["d"]), *no_context(p["d"]))
     tasks = tasks_of(p, users, 4, n_neg)
     support_items = np.unique(np.concatenate([items[:n_sup] for items, _, _, n_sup in tasks]))
     assert np.array_equal(np.sort(rows[:n_rows]), support_items)
@@ -103,16 +109,85 @@ def test_tasks_with_their_own_priors_adapt_from_them(loss):
     rows = np.empty(p["n_items"], dtype=np.int64)
     args = (p["indptr"], p["items"], p["ratings"], p["weights"])
     K.reptile_batch(*args, users, p["sup_lo"], p["sup_hi"], 4, offsets, p["theta"], p["n_items"], p["alpha"],
-                    inner, step, delta, rows, priors, d_priors)
+                    inner, step, delta, rows, priors, d_priors, *no_context(d))
     for b in range(4):
         theta = p["theta"].copy()
         theta[1 : 1 + d] = priors[b]
         alone = np.zeros_like(theta)
         K.reptile_batch(*args, users[b : b + 1], p["sup_lo"], p["sup_hi"], 4,
                         np.array([0, offsets[b + 1] - offsets[b]]), theta, p["n_items"], p["alpha"], inner, step,
-                        alone, rows, *no_priors(d))
+                        alone, rows, *no_priors(d), *no_context(d))
         np.testing.assert_allclose(d_priors[b], alone[1 : 1 + d], rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(delta[1 : 1 + d], d_priors.mean(axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("loss, n_neg", [("squared", 0), ("logistic", 2)])
+def test_context_copies_adapt_with_the_items(loss, n_neg):
+    # Every rating in one context (b_c, e_c): each support entry adds
+    # b_c + (phi + q_i).e_c and carries a copy of (b_c, e_c) that adapts with
+    # the item copies; the context's direction is the mean over its copies.
+    p = random_problem(3, 5, 6 + 4 * n_neg, 3, loss)
+    if n_neg:
+        p["ratings"][:] = 1.0
+    d, lam, kappa, item_lr, n_steps = p["d"], 0.05, 1.5, 0.2, 2
+    users = np.arange(5, dtype=np.int64)
+    offsets = task_offsets(p, users, n_neg)
+    off0 = np.random.default_rng(1).normal(0, 0.4, (1, d))
+    ctxs = np.zeros(len(p["items"]), dtype=np.int64)
+    delta, d_off, n_copies = np.zeros_like(p["theta"]), np.empty((1, d)), np.empty(1, dtype=np.int64)
+    K.reptile_batch(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"], p["sup_hi"], 4,
+                    offsets, p["theta"], p["n_items"], p["alpha"],
+                    K.inner_settings(lam=lam, kappa=kappa, n_steps=n_steps, logistic=loss == "logistic", n_neg=n_neg),
+                    K.reptile_settings(item_lr=item_lr, adapt_items=True), delta,
+                    np.empty(p["n_items"], dtype=np.int64), *no_priors(d), ctxs, off0, d_off, n_copies)
+    mu, phi0, bi, Q = R.split_theta(p["theta"], p["n_items"], d)
+    expected = np.zeros_like(p["theta"])
+    _, dphi0, dbi, dQ = R.split_theta(expected, p["n_items"], d)
+    copies, d_ctx, total = np.zeros(p["n_items"]), np.zeros(d), 0
+    tasks = tasks_of(p, users, 4, n_neg)
+    for items, ratings, weights, n_sup in tasks:
+        it, r, w = items[:n_sup], ratings[:n_sup], weights[:n_sup]
+        phi, b, q, lc = phi0.copy(), bi[it].copy(), Q[it].copy(), np.tile(off0[0], (n_sup, 1))
+        for _ in range(n_steps):
+            score = mu + b + phi[0] + q @ phi[1:] + lc[:, 0] + np.sum((phi[1:] + q) * lc[:, 1:], axis=1)
+            c = w * R.loss_slope(score, r, loss) / (w.sum() + kappa)
+            g_phi = 2 * lam * phi + np.r_[c.sum(), (q + lc[:, 1:]).T @ c]
+            g_b, g_q = c, c[:, None] * (phi[1:] + lc[:, 1:])
+            g_c = np.column_stack([c, c[:, None] * (phi[1:] + q)])
+            phi = phi - p["alpha"] * g_phi
+            b, q, lc = b - item_lr * g_b, q - item_lr * g_q, lc - item_lr * g_c
+        dphi0 += (phi - phi0) / len(tasks)
+        np.add.at(dbi, it, b - bi[it])
+        np.add.at(dQ, it, q - Q[it])
+        np.add.at(copies, it, 1.0)
+        d_ctx += (lc - off0[0]).sum(axis=0)
+        total += n_sup
+    seen = copies > 0
+    dbi[seen] /= copies[seen]
+    dQ[seen] /= copies[seen, None]
+    np.testing.assert_allclose(delta, expected, rtol=1e-10, atol=1e-13)
+    assert n_copies[0] == total
+    np.testing.assert_allclose(d_off[0], d_ctx / total, rtol=1e-10, atol=1e-13)
+
+
+def test_reptile_recovers_a_planted_context_effect():
+    from .test_context import weekend_data
+
+    X, y, genre = weekend_data()
+    new = X[:, 0] >= 160
+    support = new & (np.arange(len(X)) % 30 < 10)
+    query = new & ~support
+    rmse = {}
+    for name, columns in [("ids", None), ("context", [2])]:
+        cols = slice(None) if columns else slice(0, 2)
+        model = ReptileFactorizationRecommender(context_columns=columns, random_state=0)  # defaults
+        model.fit(X[~new][:, cols], y[~new]).fold_in(X[support][:, cols], y[support])
+        rmse[name] = np.sqrt(np.mean((model.predict(X[query][:, cols]) - y[query]) ** 2))
+    assert rmse["context"] < 0.8 * rmse["ids"], rmse
+    lists = {c: model.recommend([160, 161, 162], n=8, context={2: c})[0].astype(int) for c in ("weekday", "weekend")}
+    assert (genre[lists["weekday"]] == 0).mean() > 0.9 and (genre[lists["weekend"]] == 1).mean() > 0.9
+    state = pickle.dumps(model)
+    assert np.array_equal(pickle.loads(state).predict(X[query][:20]), model.predict(X[query][:20]))
 
 
 def test_a_meta_step_interpolates_toward_the_adapted_parameters():
@@ -130,7 +205,7 @@ def test_a_meta_step_interpolates_toward_the_adapted_parameters():
     K.reptile_batch(indptr, items, ratings, weights, order, lo, hi, 11, offsets, start, len(model.item_ids_),
                     model._alpha(), model._inner_settings(),
                     K.reptile_settings(item_lr=model._inner_lr(), adapt_items=True),
-                    delta, np.empty(len(model.item_ids_), dtype=np.int64), *no_priors(4))
+                    delta, np.empty(len(model.item_ids_), dtype=np.int64), *no_priors(4), *no_context(4))
     model.set_params(meta_lr=0.3)._meta_epoch(indptr, items, ratings, weights, order, lo, hi, 11)
     np.testing.assert_allclose(model._theta, start + 0.3 * delta, rtol=1e-12)
 

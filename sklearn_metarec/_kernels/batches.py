@@ -243,7 +243,7 @@ def meta_batch_grad(
 @jit(parallel=True)
 def reptile_batch(
     indptr, items, ratings, weights, users, sup_lo, sup_hi, seed, offsets, theta, n_items,
-    alpha, inner, step, delta, rows, priors, d_priors,
+    alpha, inner, step, delta, rows, priors, d_priors, ctxs, off, d_off, n_copies,
 ):
     """Reptile's direction for a meta-batch: ``delta`` ← the mean over tasks
     of (adapted − initial) parameters. Each task runs ``n_steps`` of gradient
@@ -262,6 +262,13 @@ def reptile_batch(
     With user attributes, task b starts from ``priors[b]`` rather than φ₀,
     and ``d_priors[b]`` receives its adapted − initial φ (both of shape
     (n_tasks, d); empty, of shape (0, d), without).
+
+    With context (``ctxs``: each logged rating's code; ``off``: each code's
+    (b_c, e_c); all empty without), an entry scores b_c + (φ + q_i)ᵀe_c
+    more, and each support entry's copy of its code's (b_c, e_c) adapts
+    with the items' (step ``step.item_lr``); ``d_off[c]`` receives the
+    mean over code c's copies of their adapted − initial values and
+    ``n_copies[c]`` their number.
     """
     lam, n_steps, logistic, n_neg = inner.lam, inner.n_steps, inner.logistic, inner.n_neg
     own_priors = priors.shape[0] > 0
@@ -277,6 +284,9 @@ def reptile_batch(
     d_phi = _zeros((n_tasks, d))
     n_sups = np.empty(n_tasks, dtype=np.int64)
     losses = _zeros(n_tasks)
+    context = ctxs.shape[0] > 0
+    t_ctx = np.zeros(total if context else 0, dtype=np.int64)
+    d_ctx = _zeros((total if context else 0, d))
     for b in prange(n_tasks):
         u = users[b]
         lo = offsets[b]
@@ -284,6 +294,8 @@ def reptile_batch(
         s = _build_task(indptr, items, ratings, weights, u, u, sup_lo[u], sup_hi[u], seed,
                         n_items, n_neg, t_items[lo:hi], t_y[lo:hi], t_w[lo:hi], perm[lo:hi])
         n_sups[b] = s
+        if context:
+            _entry_contexts(perm[lo:hi], (hi - lo) // (1 + n_neg), s // (1 + n_neg), n_neg, ctxs, t_ctx[lo:hi])
         it = t_items[lo : lo + s]
         ys = t_y[lo : lo + s]
         ws_ = t_w[lo : lo + s]
@@ -294,6 +306,11 @@ def reptile_batch(
         for jj in range(s):
             lb[jj] = bi[it[jj]]
             lq[jj, :] = Q[it[jj]]
+        # Each entry's copy of its context's (b_c, e_c); zeros without.
+        lc = np.zeros((s if context else 0, d))
+        for jj in range(lc.shape[0]):
+            lc[jj, :] = off[t_ctx[lo + jj]]
+        gc = np.zeros((lc.shape[0], d))
         ws = _support_norm(ws_, s, inner)
         g = np.empty(d)
         gb = np.zeros(s)
@@ -308,14 +325,23 @@ def reptile_batch(
                     sc = mu + phi[0] + lb[jj]
                     for f in range(k):
                         sc += phi[1 + f] * lq[jj, f]
+                    if context:
+                        sc += lc[jj, 0]
+                        for f in range(k):
+                            sc += (phi[1 + f] + lq[jj, f]) * lc[jj, 1 + f]
                     ell, dl, _ = _loss_terms(sc, ys[jj], logistic)
                     loss += ws_[jj] / ws * ell
                     c = ws_[jj] / ws * dl
                     g[0] += c
                     gb[jj] = c
                     for f in range(k):
-                        g[1 + f] += c * lq[jj, f]
-                        gq[jj, f] = c * phi[1 + f]
+                        e = lc[jj, 1 + f] if context else 0.0
+                        g[1 + f] += c * (lq[jj, f] + e)
+                        gq[jj, f] = c * (phi[1 + f] + e)
+                    if context:
+                        gc[jj, 0] = c
+                        for f in range(k):
+                            gc[jj, 1 + f] = c * (phi[1 + f] + lq[jj, f])
             if t == 0:
                 losses[b] = loss
             if t == n_steps:
@@ -327,6 +353,9 @@ def reptile_batch(
                     lb[jj] -= item_lr * gb[jj]
                     for f in range(k):
                         lq[jj, f] -= item_lr * gq[jj, f]
+                for jj in range(lc.shape[0]):
+                    for a in range(d):
+                        lc[jj, a] -= item_lr * gc[jj, a]
         for a in range(d):
             d_phi[b, a] = phi[a] - start[a]
         if own_priors:
@@ -337,6 +366,23 @@ def reptile_batch(
             d_item[lo + jj, 0] = lb[jj] - bi[i]
             for f in range(k):
                 d_item[lo + jj, 1 + f] = lq[jj, f] - Q[i, f]
+        for jj in range(lc.shape[0]):
+            for a in range(d):
+                d_ctx[lo + jj, a] = lc[jj, a] - off[t_ctx[lo + jj], a]
+    # A context's direction: the mean over its support entries' copies.
+    if context:
+        d_off[:, :] = 0.0
+        n_copies[:] = 0
+        for b in range(n_tasks):
+            for jj in range(offsets[b], offsets[b] + n_sups[b]):
+                c = t_ctx[jj]
+                n_copies[c] += 1
+                for a in range(d):
+                    d_off[c, a] += d_ctx[jj, a]
+        for c in range(d_off.shape[0]):
+            if n_copies[c] > 1:
+                for a in range(d):
+                    d_off[c, a] /= n_copies[c]
     # An item's direction is averaged over the adapted copies of it, not over
     # every task: most tasks never touch a given item, and counting them
     # would shrink item updates by the batch size.
