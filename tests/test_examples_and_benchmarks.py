@@ -398,7 +398,7 @@ def test_item_cold_start_benchmark_scores_new_items_by_their_genres(tmp_path, mo
     out = tmp_path / "items.md"
     item_cold_start.main(["--data", str(tmp_path), "--seeds", "0", "--support", "5", "--out", str(out)])
     text = out.read_text()
-    assert text.count("### ") == 3 and "recall@20" in text
+    assert text.count("### ") == 4 and "recall@20" in text
     scenario = text.split("### existing users x new items")[1].split("###")[0]
     rmse = {row.split("|")[1].strip(): float(row.split("|")[2].split("±")[0]) for row in scenario.splitlines()
             if row.startswith("| ") and "±" in row.split("|")[2]}  # not LightFM's n/a, when it is installed

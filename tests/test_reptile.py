@@ -171,23 +171,13 @@ def test_context_copies_adapt_with_the_items(loss, n_neg):
 
 
 def test_reptile_recovers_a_planted_context_effect():
-    from .test_context import weekend_data
+    from .test_context import assert_the_context_is_recovered, planted_context_fits
 
-    X, y, genre = weekend_data()
-    new = X[:, 0] >= 160
-    support = new & (np.arange(len(X)) % 30 < 10)
-    query = new & ~support
-    rmse = {}
-    for name, columns in [("ids", None), ("context", [2])]:
-        cols = slice(None) if columns else slice(0, 2)
-        model = ReptileFactorizationRecommender(context_columns=columns, random_state=0)  # defaults
-        model.fit(X[~new][:, cols], y[~new]).fold_in(X[support][:, cols], y[support])
-        rmse[name] = np.sqrt(np.mean((model.predict(X[query][:, cols]) - y[query]) ** 2))
-    assert rmse["context"] < 0.8 * rmse["ids"], rmse
-    lists = {c: model.recommend([160, 161, 162], n=8, context={2: c})[0].astype(int) for c in ("weekday", "weekend")}
-    assert (genre[lists["weekday"]] == 0).mean() > 0.9 and (genre[lists["weekend"]] == 1).mean() > 0.9
-    state = pickle.dumps(model)
-    assert np.array_equal(pickle.loads(state).predict(X[query][:20]), model.predict(X[query][:20]))
+    rmse, model, genre = planted_context_fits(
+        lambda columns: ReptileFactorizationRecommender(context_columns=columns, random_state=0))  # defaults
+    assert_the_context_is_recovered(rmse, model, genre)
+    probe = np.array([[160, 3, "weekend"], [161, 4, "weekday"]], dtype=object)
+    assert np.array_equal(pickle.loads(pickle.dumps(model)).predict(probe), model.predict(probe))
 
 
 def test_a_meta_step_interpolates_toward_the_adapted_parameters():
