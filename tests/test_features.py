@@ -471,3 +471,23 @@ def test_features_bias_parts_are_the_rating_weighted_regression_of_item_biases(m
     row = small_table().rows(np.array([22]))[0].toarray()[0]
     np.testing.assert_allclose(new_item[0], row @ model._feat[:, 0] + row @ model._feat[:, 1:] @
                                model._users[model._user_vocab.lookup(X[:1, 0])[0], 1:], rtol=1e-9)
+
+
+@pytest.mark.parametrize("cls", [smr.MAMLFactorizationRecommender, smr.ReptileFactorizationRecommender,
+                                 smr.FactorizationRecommender])
+def test_tables_follow_metadata_routing(cls):
+    import sklearn
+    from sklearn.model_selection import GridSearchCV
+
+    X, y = make_ratings(n_users=30, n_items=20, random_state=0)
+    users = smr.FeatureTable(pd.DataFrame({"group": [f"a{u % 2}" for u in range(30)]}, index=np.arange(30)))
+    with sklearn.config_context(enable_metadata_routing=True):
+        model = cls(n_factors=3, n_epochs=1, random_state=0).set_fit_request(item_features=True, user_features=True)
+        cv = KFold(2, shuffle=True, random_state=0)
+        out = cross_validate(model, X, y, cv=cv, params={"item_features": small_table(), "user_features": users},
+                             return_estimator=True)
+        assert all(est._item_F.shape[1] == 4 and est._user_G.shape[1] == 2 for est in out["estimator"])
+        grid = GridSearchCV(model, {"n_factors": [2, 3]}, cv=cv).fit(X, y, item_features=small_table())
+        assert grid.best_estimator_._item_F is not None
+        with pytest.raises(sklearn.exceptions.UnsetMetadataPassedError, match="item_features"):
+            cross_validate(cls(n_factors=3, n_epochs=1), X, y, cv=cv, params={"item_features": small_table()})
