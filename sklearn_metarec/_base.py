@@ -849,11 +849,11 @@ class BaseFactorizationRecommender(RegressorMixin, BaseEstimator):
             pieces.append((part, coo.row[keep], np.asarray(names, dtype=object)[coo.col[keep]], coo.data[keep]))
         rows = np.concatenate([p[1] for p in pieces])
         kinds = np.concatenate([np.full(len(p[1]), order.index(p[0])) for p in pieces])
-        names = np.concatenate([np.asarray(p[2], dtype=str) for p in pieces]) if pieces else np.array([], dtype=str)
+        names = np.concatenate([np.asarray(p[2], dtype=str) for p in pieces])
         values = np.concatenate([p[3] for p in pieces])
         sort = np.lexsort((kinds, rows))
         record = np.dtype([("row", np.int64), ("user", users.dtype), ("item", items.dtype), ("part", "U14"),
-                           ("name", names.dtype if names.dtype.kind == "U" else "U1"), ("contribution", np.float64)])
+                           ("name", names.dtype), ("contribution", np.float64)])
         out = np.empty(len(sort), dtype=record)
         out["row"], out["user"], out["item"] = rows[sort], users[rows[sort]], items[rows[sort]]
         out["part"] = np.asarray(order)[kinds[sort]]

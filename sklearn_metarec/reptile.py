@@ -224,12 +224,7 @@ n_iter_, n_features_in_, feature_names_in_
         mean, over the batch's users that have it (weighted by its values),
         of ``beyond``: their priors' Reptile moves less the population's
         (φ₀'s move, the mean of them all)."""
-        G = self._user_G
-        direction = np.empty_like(self._ufeat)
-        K.rows_transpose_times(G.indptr, G.indices, G.data, batch, np.ascontiguousarray(beyond), direction)
-        mass = np.empty((len(self._ufeat), 1))
-        K.rows_transpose_times(G.indptr, G.indices, np.abs(G.data), batch, np.ones((len(batch), 1)), mass)
-        self._ufeat += float(self.meta_lr) * np.divide(direction, mass, out=np.zeros_like(direction), where=mass > 0)
+        self._ufeat += float(self.meta_lr) * _feature_means(self._user_G, batch, np.ascontiguousarray(beyond))
 
     def _features_follow(self, delta, rows):
         """Move each feature's part (c, E) by the meta step times the mean
@@ -240,12 +235,19 @@ n_iter_, n_features_in_, feature_names_in_
         F, d, n_items = self._item_F, self.n_factors + 1, len(self._item_vocab)
         _, d_b, d_Q = K.unpack(delta, n_items, d)
         D = np.column_stack([d_b[rows], d_Q[rows]])
-        direction = np.empty_like(self._feat)
-        K.rows_transpose_times(F.indptr, F.indices, F.data, rows, D, direction)
-        mass = np.empty((len(self._feat), 1))
-        K.rows_transpose_times(F.indptr, F.indices, np.abs(F.data), rows, np.ones((len(rows), 1)), mass)
-        move = float(self.meta_lr) * np.divide(direction, mass, out=np.zeros_like(direction), where=mass > 0)
-        K.add_rows_times(F.indptr, F.indices, F.data, rows, -move / float(self.meta_lr), D)
+        mean = _feature_means(F, rows, D)
+        K.add_rows_times(F.indptr, F.indices, F.data, rows, -mean, D)
         d_b[rows], d_Q[rows] = D[:, 0], D[:, 1:]
+        move = float(self.meta_lr) * mean
         self._feat += move
         K.follow_features(F.indptr, F.indices, F.data, move, self._theta, n_items)
+
+
+def _feature_means(M, codes, D):
+    """Per feature (column of the CSR matrix M): the mean of the rows of D
+    whose ``codes`` have it, weighted by its values; 0 where none has it."""
+    total = np.empty((M.shape[1], D.shape[1]))
+    K.rows_transpose_times(M.indptr, M.indices, M.data, codes, D, total)
+    mass = np.empty((M.shape[1], 1))
+    K.rows_transpose_times(M.indptr, M.indices, np.abs(M.data), codes, np.ones((len(codes), 1)), mass)
+    return np.divide(total, mass, out=np.zeros_like(total), where=mass > 0)
