@@ -113,7 +113,7 @@ def test_scale_benchmark(tmp_path, monkeypatch, capsys):
     import scale
 
     out = tmp_path / "scale.md"
-    scale.main(["--sizes", "20000", "--n-epochs", "1", "--threads", "1", "2", "--thread-size", "20000",
+    scale.main(["--sizes", "20000", "--n-epochs", "1", "--threads", "2", "--thread-size", "20000",
                 "--out", str(out)])
     text = out.read_text()
     assert "| MAML fit (s) |" in text and "| 2 |" in text.split("Thread scaling")[1]

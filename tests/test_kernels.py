@@ -81,6 +81,22 @@ def test_kth_unseen_item():
     assert [sampling._kth_unseen(seen, r) for r in range(6)] == unseen
 
 
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 64])
+def test_sorted_unique_is_numpys(n):
+    rng = np.random.default_rng(n)
+    for high in (3, 1000):
+        values = rng.integers(0, high, size=n)
+        before = values.copy()
+        np.testing.assert_array_equal(sampling._sorted_unique(values), np.unique(values))
+        np.testing.assert_array_equal(values, before)
+
+
+def test_copy_into_copies_a_row():
+    rows = np.zeros((2, 3))
+    K.maths.copy_into(rows[1], np.arange(3.0))
+    np.testing.assert_array_equal(rows, [[0, 0, 0], [0, 1, 2]])
+
+
 def test_support_sizes_are_uniform_over_the_range():
     p = dict(indptr=np.array([0, 30]), items=np.arange(30), ratings=np.ones(30), weights=np.ones(30),
              sup_lo=np.array([2]), sup_hi=np.array([6]), n_items=30)

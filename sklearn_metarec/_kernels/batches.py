@@ -5,7 +5,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit
-from .maths import _loss_terms, _scratch, _support_norm, _task_meta_grad, _terms_weight, unpack
+from .maths import _loss_terms, _scratch, _support_norm, _task_meta_grad, _terms_weight, copy_into, unpack
 from .sampling import _build_task, _entry_contexts, _task_buffers
 
 
@@ -305,11 +305,11 @@ def reptile_batch(
         lq = np.empty((s, k))
         for jj in range(s):
             lb[jj] = bi[it[jj]]
-            lq[jj, :] = Q[it[jj]]
+            copy_into(lq[jj], Q[it[jj]])
         # Each entry's copy of its context's (b_c, e_c); zeros without.
         lc = np.zeros((s if context else 0, d))
         for jj in range(lc.shape[0]):
-            lc[jj, :] = off[t_ctx[lo + jj]]
+            copy_into(lc[jj], off[t_ctx[lo + jj]])
         gc = np.zeros((lc.shape[0], d))
         ws = _support_norm(ws_, s, inner)
         g = np.empty(d)

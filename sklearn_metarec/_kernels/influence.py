@@ -5,7 +5,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import REORDER_SUMS, jit
-from .maths import _gather, _inner_loop, _scratch, _with_prior, unpack
+from .maths import _gather, _inner_loop, _scratch, _with_prior, copy_into, unpack
 from .sampling import _history_task
 
 
@@ -26,14 +26,14 @@ def _rating_influence(n_rated, items, ratings, weights, t_ctx, off, mu, bi, Q, i
     zero = np.int64(0)
     nt, w_s = _gather(zero, m, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, zero, t_ctx, off)
     ws = _with_prior(w_s, inner)
-    phis[0, :] = start
+    copy_into(phis[0], start)
     _inner_loop(phis, nt, X, cyw, ws, alpha, inner, slopes, vecs[0])
     for j in range(n_rated):
         out[j] = 0.0
     if ws <= 0.0:
         return
     v, vt, hv = vecs[1], vecs[2], vecs[3]
-    v[:] = x
+    copy_into(v, x)
     for t in range(inner.n_steps - 1, -1, -1):
         for a in range(d):
             vt[a] = alpha[a] * v[a]

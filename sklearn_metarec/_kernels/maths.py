@@ -16,6 +16,16 @@ Outer = namedtuple("Outer", ["first_order", "hyper", "per_rating"])
 ReptileStep = namedtuple("ReptileStep", ["item_lr", "adapt_items"])
 
 
+@jit()
+def copy_into(dst, src):
+    """``dst[:] = src`` for 1-d arrays of one length. Numba compiles every
+    array-to-slice assignment with a shape-mismatch message built from
+    formatted strings, several seconds per process on a cold cache; the
+    kernels copy with this loop instead."""
+    for a in range(dst.shape[0]):
+        dst[a] = src[a]
+
+
 def inner_settings(*, lam, kappa, n_steps, logistic, n_neg, pairwise=False):
     """The inner loop and task layout: L2 strength λ, support pseudo-count
     κ, steps T, loss (logistic or squared), negatives per positive, and
@@ -221,9 +231,9 @@ def _adapt(n_sup, items, ratings, weights, mu, bi, Q, inner, alpha, phi0, out, t
     X, cyw, ends, slopes, phis, vecs = _scratch(n_sup, phi0.shape[0], inner.n_steps)
     zero = np.int64(0)  # a literal 0 would compile a specialization of its own
     nt, w_s = _gather(zero, n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, zero, t_ctx, off)
-    phis[0, :] = phi0
+    copy_into(phis[0], phi0)
     _inner_loop(phis, nt, X, cyw, _with_prior(w_s, inner), alpha, inner, slopes, vecs[0])
-    out[:] = phis[inner.n_steps]
+    copy_into(out, phis[inner.n_steps])
 
 
 @jit(fastmath=REORDER_SUMS)
@@ -254,7 +264,7 @@ def _task_meta_grad(
     zero = np.int64(0)  # a literal 0 would compile a specialization of its own
     ns, w_s = _gather(zero, n_sup, items, ratings, weights, mu, bi, Q, inner, X, cyw, ends, zero, t_ctx, off)
     ws = _with_prior(w_s, inner)
-    phis[0, :] = phi0
+    copy_into(phis[0], phi0)
     _inner_loop(phis, ns, X, cyw, ws, alpha, inner, slopes, vecs[0])
 
     # Query loss and its direct gradients at φ_T. Each item of a term pays
@@ -339,5 +349,5 @@ def _task_meta_grad(
             if not first_order:
                 for a in range(d):
                     v[a] -= hv[a]
-    g_phi0[:] = v
+    copy_into(g_phi0, v)
     return loss, g_mu, g_lam

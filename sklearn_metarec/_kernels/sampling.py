@@ -34,6 +34,38 @@ def _randbelow(state, n):
 
 
 @jit()
+def _sorted_unique(values):
+    """The distinct values, ascending: a heap sort of a copy, then the
+    repeats dropped. ``np.unique`` would do, but compiles Numba's quicksort
+    and its own code, seconds per process on a cold cache."""
+    s = values.copy()
+    n = s.shape[0]
+    for root in range(n // 2 - 1, -1, -1):
+        _sift_down(s, root, n)
+    for end in range(n - 1, 0, -1):
+        s[0], s[end] = s[end], s[0]
+        _sift_down(s, np.int64(0), end)  # a literal 0 would compile a specialization of its own
+    m = 0
+    for a in range(n):
+        if m == 0 or s[a] != s[m - 1]:
+            s[m] = s[a]
+            m += 1
+    return s[:m]
+
+
+@jit()
+def _sift_down(s, root, n):
+    while 2 * root + 1 < n:
+        child = 2 * root + 1
+        if child + 1 < n and s[child] < s[child + 1]:
+            child += 1
+        if s[root] >= s[child]:
+            return
+        s[root], s[child] = s[child], s[root]
+        root = child
+
+
+@jit()
 def _kth_unseen(seen, r):
     """The r-th (from 0) item code absent from ``seen`` (sorted, unique).
     Before ``seen[j]`` lie ``seen[j] − j`` absent codes, a non-decreasing
@@ -103,7 +135,7 @@ def _build_task(indptr, items, ratings, weights, u, key, s_lo, s_hi, seed, n_ite
         t_y[o] = ratings[j]
         t_w[o] = weights[j]
     if n_neg > 0:
-        seen = np.unique(items[start : start + n])
+        seen = _sorted_unique(items[start : start + n])
         state = _draw_negatives(state, seen, n_items, n_neg, t_w[:s],
                                 t_items[s:m_sup], t_y[s:m_sup], t_w[s:m_sup])
         q = m_sup + n - s

@@ -7,7 +7,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit
-from .maths import _adapt, _loss_terms, _score, unpack
+from .maths import _adapt, _loss_terms, _score, copy_into, unpack
 from .sampling import _history_task
 
 
@@ -143,7 +143,7 @@ def logistic_users(indptr, items, ratings, weights, users, keys, seed, theta, n_
         center = centers[b].copy() if centered else np.zeros(d)
         phi = center.copy()
         if wsum <= 0.0:
-            out[b, :] = phi
+            copy_into(out[b], phi)
             continue
         X = np.empty((m, d))
         base = np.empty(m)
@@ -174,7 +174,7 @@ def logistic_users(indptr, items, ratings, weights, users, keys, seed, theta, n_
                     break
                 t *= 0.5
             phi = phi - t * step
-        out[b, :] = phi
+        copy_into(out[b], phi)
 
 
 @jit(parallel=True)

@@ -134,6 +134,22 @@ def _own_parts(table, F_indptr, F_indices, F_data, feat, sign, out):
 # plain SGD took 1.33 times as long (MovieLens-100k, 100 factors), the
 # per-rating gather of an item's row from its own part costing that much.
 @jit()
+def _join_rows(bi, Q, rows, join):
+    """``rows`` ← [bi | Q] with ``join``, else the reverse (loops: see
+    ``maths.copy_into``)."""
+    for i in range(rows.shape[0]):
+        if join:
+            rows[i, 0] = bi[i]
+        else:
+            bi[i] = rows[i, 0]
+        for f in range(Q.shape[1]):
+            if join:
+                rows[i, 1 + f] = Q[i, f]
+            else:
+                Q[i, f] = rows[i, 1 + f]
+
+
+@jit()
 def sgd_epoch_features(users, items, ratings, weights, order, theta, n_items, user_table, lr, reg,
                        logistic, n_neg, seen_indptr, seen_items, seed, F_indptr, F_indices, F_data, feat,
                        G_indptr, G_indices, G_data, ufeat, ctxs, combos, E):
@@ -148,8 +164,7 @@ def sgd_epoch_features(users, items, ratings, weights, order, theta, n_items, us
     mu = theta[0]
     _, bi, Q = unpack(theta, n_items, d)
     rows = np.empty((n_items, d))
-    rows[:, 0] = bi
-    rows[:, 1:] = Q
+    _join_rows(bi, Q, rows, True)
     own = np.empty((n_items, d))
     _own_parts(rows, F_indptr, F_indices, F_data, feat, -1.0, own)
     u_own = np.empty_like(user_table)
@@ -177,7 +192,6 @@ def sgd_epoch_features(users, items, ratings, weights, order, theta, n_items, us
                                               G_indices, G_data, ufeat, combos, E, c, u, _kth_unseen(seen, r), 0.0,
                                               weights[j], lr, reg, logistic, row, prow, orow)
     _own_parts(own, F_indptr, F_indices, F_data, feat, 1.0, rows)
-    bi[:] = rows[:, 0]
-    Q[:, :] = rows[:, 1:]
+    _join_rows(bi, Q, rows, False)
     _own_parts(u_own, G_indptr, G_indices, G_data, ufeat, 1.0, user_table)
     return total
