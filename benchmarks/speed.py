@@ -86,7 +86,7 @@ class Problem:
         peers' tasks are built before their timing too."""
         grad = np.zeros_like(self.theta) if grad is None else grad
         offsets = self.offsets(users) if offsets is None else offsets
-        loss, _ = K.meta_batch_grad(*self.csr, users, self.lo, self.hi, seed, offsets, self.theta,
+        loss, _, _ = K.meta_batch_grad(*self.csr, users, self.lo, self.hi, seed, offsets, self.theta,
                                  self.n_items, self.alpha, self.item_reg,
                                  K.inner_settings(lam=self.lam, kappa=self.kappa, n_steps=self.n_steps,
                                                   logistic=False, n_neg=0),

@@ -368,7 +368,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         _check_n_support(self.n_support)
 
     @serialized
-    def fit(self, X, y=None, sample_weight=None, *, item_features=None, user_features=None):
+    def fit(self, X, y=None, sample_weight=None, *, item_features=None, user_features=None, client=None):
         """Meta-train on all users, then adapt every known user.
 
         Parameters
@@ -408,12 +408,21 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             a factor prior per group acts as an item bias per group that
             ``item_shrinkage`` does not hold in (on MovieLens-100k, with age,
             gender and occupation, it raised new users' RMSE by 0.049).
+        client : distributed.Client, default=None
+            Meta-train on this Dask cluster: each worker computes the exact
+            meta-gradient of its users' tasks (see
+            :mod:`sklearn_metarec.distributed`); the result equals the
+            one-process fit up to the order of floating-point sums. With
+            ``X`` a Dask DataFrame (and ``y``, ``sample_weight`` Dask Series
+            or None), the current client is used if there is one. Not with
+            item or user features or context.
 
         Returns
         -------
         self : object
             Fitted estimator.
         """
+        X, y, sample_weight, client = _from_dask(X, y, sample_weight, client)
         table = self._check_features(item_features)
         user_table = self._check_features(user_features, "user_features")
         users, items, y, w = self._prepare(X, y, sample_weight, reset=True)
@@ -434,13 +443,13 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             held = np.zeros(len(touched), dtype=bool)
             held[self._rng.permutation(len(touched))[:n_held]] = True
             touched, held = touched[~held], touched[held]
-        self._train(touched, self.n_epochs, held)
+        self._train(touched, self.n_epochs, held, client=client)
         self._fit_feature_biases()
         self._refresh_users(np.sort(np.r_[touched, held]) if held is not None else touched)
         return self
 
     @serialized
-    def partial_fit(self, X, y=None, sample_weight=None, *, item_features=None, user_features=None):
+    def partial_fit(self, X, y=None, sample_weight=None, *, item_features=None, user_features=None, client=None):
         """Add ratings and meta-train online on the users they touch.
 
         The first call on an unfitted estimator initializes it, exactly as
@@ -466,12 +475,20 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             As in :meth:`fit` on the first call; later, the table that new
             users take their attributes from (same features). Attributes
             cannot be added to a model fitted without them.
+        client : distributed.Client, default=None
+            As in :meth:`fit`. A Dask DataFrame ``X`` is streamed: one
+            call per partition, in order.
 
         Returns
         -------
         self : object
             The updated estimator.
         """
+        if _is_dask(X):
+            for part_X, part_y, part_w in _partitions(X, y, sample_weight):
+                self.partial_fit(part_X, part_y, part_w, item_features=item_features, user_features=user_features,
+                                 client=client or _current_client())
+            return self
         table = self._check_features(item_features)
         reset = not hasattr(self, "_theta")
         user_table = (self._check_features(user_features, "user_features") if reset
@@ -491,7 +508,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             self._attach_item_features(table, fresh=reset)
         if user_table is not None and reset:
             self._attach_user_features(user_table)
-        self._train(touched, 1)
+        self._train(touched, 1, client=client)
         self._fit_feature_biases()
         self._refresh_users(touched)
         return self
@@ -525,6 +542,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
 
     # Meta-SGD (a subclass) learns the inner step sizes and L2 strength too.
     _learns_hyper = False
+    _distributed = True  # fit(client=...): see distributed.py
     _takes_item_features = True
     _takes_user_features = True
 
@@ -578,15 +596,38 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         return K.inner_settings(lam=self._inner_reg(), kappa=self.shrinkage, n_steps=self.n_inner_steps,
                                 logistic=self._implicit, n_neg=self._n_neg(), pairwise=self._pairwise)
 
-    def _train(self, users, n_epochs, validation_users=None):
+    def _train(self, users, n_epochs, validation_users=None, client=None):
         """Meta-train on the tasks of ``users`` for ``n_epochs``; with
         ``validation_users``, stop early on their score and keep the best
-        epoch's parameters."""
+        epoch's parameters. With a Dask ``client``, the meta-batches'
+        tasks are computed on its workers."""
         if not hasattr(self, "loss_curve_"):
             self.loss_curve_ = []
         indptr, items, ratings, weights, *_ = self._log.csr(len(self._user_vocab))
         lo, hi = support_bounds(self.n_support, np.diff(indptr))
         self._resolve_item_shrinkage()
+        if client is None:
+            self._train_epochs(users, n_epochs, validation_users, (indptr, items, ratings, weights), lo, hi)
+            return
+        self._check_shardable()
+        from .distributed import TaskShards
+
+        self._shards = TaskShards(client, self, (indptr, items, ratings, weights), lo, hi)
+        try:
+            self._train_epochs(users, n_epochs, validation_users, (indptr, items, ratings, weights), lo, hi)
+        finally:
+            self.__dict__.pop("_shards").close()
+
+    def _check_shardable(self):
+        if not self._distributed:
+            raise TypeError(f"{type(self).__name__} does not meta-train on a Dask cluster (MAML and Meta-SGD do).")
+        if getattr(self, "_item_F", None) is not None or getattr(self, "_user_G", None) is not None \
+                or self._has_context():
+            raise TypeError(f"{type(self).__name__}.fit with a Dask client takes ratings only: item or user "
+                            "features and context are not distributed.")
+
+    def _train_epochs(self, users, n_epochs, validation_users, csr, lo, hi):
+        indptr, items, ratings, weights = csr
         if validation_users is not None:
             stopper = _EarlyStopping(self, validation_users, (indptr, items, ratings, weights, lo, hi))
         for _ in range(n_epochs):
@@ -630,7 +671,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             counts = (indptr[batch + 1] - indptr[batch]) * (1 + self._n_neg())
             offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
             with numba_threads(self.n_jobs):
-                loss, _ = K.meta_batch_grad(
+                loss, _, _ = K.meta_batch_grad(
                     indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
                     self._alpha(), no_penalty, self._inner_settings(), outer, grad, grad_hyper, rows,
                     np.empty(n_items), *self._task_priors(batch), *self._context_args(),
@@ -744,11 +785,14 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
                                      per_rating=self.task_weighting == "ratings")
             priors, g_priors = self._task_priors(batch)
             ctxs, off, g_off = self._context_args()
-            loss, n_rows = K.meta_batch_grad(
-                indptr, items, ratings, weights, batch, lo, hi, seed, offsets, self._theta, n_items,
-                self._alpha(), item_reg, self._inner_settings(), outer, grad, grad_hyper, rows, pen_rows,
-                priors, g_priors, ctxs, off, g_off,
-            )
+            args = (batch, lo, hi, seed, offsets, self._theta, n_items, self._alpha(), item_reg,
+                    self._inner_settings(), outer, grad, grad_hyper, rows, pen_rows)
+            shards = getattr(self, "_shards", None)
+            if shards is not None:  # a Dask cluster's workers hold the tasks (see ``distributed``)
+                loss, n_rows = shards.batch_grad(*args)
+            else:
+                loss, n_rows, _ = K.meta_batch_grad(indptr, items, ratings, weights, *args, priors, g_priors,
+                                                    ctxs, off, g_off)
             if context:  # the chain rule from the combinations' (b_c, e_c) to the features'
                 g_ctx = self._ctx_combos.T @ g_off + 2.0 * self.context_reg * self._ctx_E
                 loss += self.context_reg * float(np.sum(self._ctx_E**2))
@@ -846,3 +890,38 @@ class _EarlyStopping:
     def restore_best(self):
         if self.best is not None:
             self.model._restore(self.best)
+
+
+def _is_dask(obj):
+    return type(obj).__module__.split(".")[0] == "dask"
+
+
+def _current_client():
+    """The Dask client of this process or task, or None."""
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _from_dask(X, y, sample_weight, client):
+    """(X, y, sample_weight) in memory, computed together where they are
+    Dask collections, and the client to meta-train on (the current one for
+    Dask input)."""
+    if not _is_dask(X):
+        return X, y, sample_weight, client
+    import dask
+
+    X, y, sample_weight = dask.compute(X, y, sample_weight)
+    return X, y, sample_weight, client or _current_client()
+
+
+def _partitions(X, y, sample_weight):
+    """(X, y, sample_weight) of each partition of Dask collections with the
+    same partitions, in order, one in memory at a time."""
+    import dask
+
+    for i in range(X.npartitions):
+        yield dask.compute(X.partitions[i], *(None if a is None else a.partitions[i] for a in (y, sample_weight)))

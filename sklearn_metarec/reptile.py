@@ -171,6 +171,7 @@ n_iter_, n_features_in_, feature_names_in_
     # and every item follows its features, so that rarely rated and new
     # items move with their kind; each user attribute's part follows the
     # mean move of its users' priors beyond the population's.
+    _distributed = False  # its kernel is not split over workers
     _takes_item_features = True
     _takes_user_features = True
 

@@ -35,11 +35,15 @@ class Runner:
 
     def _run(self):
         for name, job in self.jobs.items():
-            if not self.stopped:
-                start = time.perf_counter()
-                self.results[name] = run(*job, started=self._started)
-                self.seconds[name] = time.perf_counter() - start
-            self.done[name].set()
+            try:
+                if not self.stopped:
+                    start = time.perf_counter()
+                    self.results[name] = run(*job, started=self._started)
+                    self.seconds[name] = time.perf_counter() - start
+            except BaseException as exc:  # a test waiting on it must fail, not hang
+                self.results[name] = (-1, "", f"the background runner could not run {name}: {exc!r}")
+            finally:
+                self.done[name].set()
 
     def _started(self, process):
         self.current = process

@@ -29,7 +29,7 @@ def test_context_and_item_gradients_match_finite_differences(loss, n_steps):
     def kernel(theta, off, g_off=None):
         grad = np.zeros_like(theta)
         rows = np.empty(n_items, dtype=np.int64)
-        value, n_rows = K.meta_batch_grad(*data, theta, n_items, model._alpha(), item_reg, model._inner_settings(),
+        value, n_rows, _ = K.meta_batch_grad(*data, theta, n_items, model._alpha(), item_reg, model._inner_settings(),
                                           outer, grad, np.empty(d + 1), rows, np.empty(n_items),
                                           np.empty((0, d)), np.empty((0, d)), ctxs, off,
                                           np.empty_like(off) if g_off is None else g_off)
@@ -39,7 +39,7 @@ def test_context_and_item_gradients_match_finite_differences(loss, n_steps):
     theta = model._theta.copy()
     value0, grad0, _ = kernel(theta, np.zeros((3, d)))
     plain = np.zeros_like(theta)
-    value_none, _ = K.meta_batch_grad(*data, theta, n_items, model._alpha(), item_reg, model._inner_settings(),
+    value_none, _, _ = K.meta_batch_grad(*data, theta, n_items, model._alpha(), item_reg, model._inner_settings(),
                                       outer, plain, np.empty(d + 1), np.empty(n_items, dtype=np.int64),
                                       np.empty(n_items), np.empty((0, d)), np.empty((0, d)), *K.no_context(d))
     assert value0 == value_none

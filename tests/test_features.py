@@ -143,7 +143,7 @@ def test_feature_and_own_part_gradients_match_finite_differences(loss, n_steps):
         bi += part[:, 0]
         Q += part[:, 1:]
         grad, rows, pen = np.zeros_like(theta), np.empty(n_items, dtype=np.int64), np.full(n_items, np.nan)
-        value, n_rows = K.meta_batch_grad(*data, theta, n_items, model._alpha(), reg, model._inner_settings(), outer,
+        value, n_rows, _ = K.meta_batch_grad(*data, theta, n_items, model._alpha(), reg, model._inner_settings(), outer,
                                           grad, np.empty(d + 1), rows, pen, np.empty((0, d)), np.empty((0, d)),
                                           *K.no_context(d))
         return value, theta, grad, rows[:n_rows], pen

@@ -50,7 +50,7 @@ def kernel_grad(p, users, seed, lam, reg, n_steps, first_order, hyper=False, los
     offsets = task_offsets(p, users, n_neg)
     grad = np.zeros_like(p["theta"])
     grad_hyper = np.empty(p["d"] + 1)
-    value, _ = K.meta_batch_grad(
+    value, _, _ = K.meta_batch_grad(
         p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"], p["sup_hi"],
         seed, offsets, p["theta"], p["n_items"], p["alpha"],
         np.broadcast_to(np.asarray(reg, dtype=float), p["n_items"]).copy(),

@@ -251,7 +251,7 @@ def test_meta_gradient_writes_only_the_batch_rows(problem):
 
     def grad_from(start):
         grad = start.copy()
-        loss, n = K.meta_batch_grad(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"],
+        loss, n, _ = K.meta_batch_grad(p["indptr"], p["items"], p["ratings"], p["weights"], users, p["sup_lo"],
                                     p["sup_hi"], 3, offsets, p["theta"], p["n_items"], p["alpha"],
                                     np.full(p["n_items"], 0.1),
                                     K.inner_settings(lam=0.05, kappa=2.0, n_steps=2, logistic=False, n_neg=0),

@@ -62,7 +62,7 @@ def test_attribute_gradient_matches_finite_differences(loss, n_steps):
 
     def kernel(priors, g_priors):
         grad = np.zeros_like(model._theta)
-        value, _ = K.meta_batch_grad(*data, model._theta, n_items, model._alpha(), item_reg,
+        value, _, _ = K.meta_batch_grad(*data, model._theta, n_items, model._alpha(), item_reg,
                                      model._inner_settings(), outer, grad, np.empty(d + 1),
                                      np.empty(n_items, dtype=np.int64), np.empty(n_items), priors, g_priors,
                                      *K.no_context(d))

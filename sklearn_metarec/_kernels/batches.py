@@ -149,7 +149,9 @@ def meta_batch_grad(
     attributes' parameters; both have 0 rows otherwise. With context,
     ``ctxs`` holds each rating's context code (by log position) and ``off``
     the codes' parameters (b_c, e_c) (see ``maths._gather``); ``g_off`` ←
-    ∂loss/∂off. ``off`` and ``g_off`` have 0 rows otherwise. Returns (loss, n).
+    ∂loss/∂off. ``off`` and ``g_off`` have 0 rows otherwise. Returns (loss,
+    n, W): W is the batch's query weight, by which a sum of batches' results
+    is weighted (``distributed``).
     """
     n_steps = inner.n_steps
     first_order, hyper, per_rating = outer
@@ -237,7 +239,7 @@ def meta_batch_grad(
         for e in range(starts[r], starts[r + 1]):
             p += g_item[entries[e], d] * scales[task_of[entries[e]]]
         pen_rows[rows[r]] = p
-    return loss, n_rows
+    return loss, n_rows, w_total
 
 
 @jit(parallel=True)
