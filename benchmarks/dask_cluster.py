@@ -122,6 +122,31 @@ def _step_bytes(client, X, y, n_factors, batch_size, n_steps=5):
         shards.close()
 
 
+def worker_memory(client, X, y, n_factors=32):
+    """Per worker: (its shard's bytes: its share of the log, the user index
+    and θ; how much its resident memory grew when the shard arrived)."""
+    from sklearn_metarec import MAMLFactorizationRecommender
+    from sklearn_metarec.distributed import TaskShards
+    from sklearn_metarec.maml import support_bounds
+
+    model = MAMLFactorizationRecommender(n_factors=n_factors, n_epochs=1, random_state=0).fit(X, y)
+    indptr, items, ratings, weights, *_ = model._log.csr(len(model._user_vocab))
+    lo, hi = support_bounds(model.n_support, np.diff(indptr))
+    # Lambdas travel by value: this module need not be importable on the
+    # workers. psutil is a dependency of distributed.
+    rss = lambda: __import__("psutil").Process().memory_info().rss  # noqa: E731
+    client.run(lambda: __import__("sklearn_metarec.distributed") and None)  # its own memory is not the shard's
+    before = client.run(rss)
+    shards = TaskShards(client, model, (indptr, items, ratings, weights), lo, hi)
+    try:
+        after = client.run(rss)
+        sizes = [actor.nbytes().result() for actor in shards.actors]
+    finally:
+        shards.close()
+    workers = sorted(before)
+    return [(size, after[w] - before[w]) for size, w in zip(sizes, workers)]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-ratings", type=float, default=1e6)
@@ -133,7 +158,12 @@ def main(argv=None):
                         help="global batch sizes of the throughput table (the package's default is 32)")
     parser.add_argument("--bytes-ratings", type=float, default=2e5, help="ratings of the bytes-per-step runs")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "dask_cluster.md"))
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the workers' memory, appended to --out as its last section")
     args = parser.parse_args(argv)
+    if args.memory_only:
+        _memory_section(args)
+        return
 
     from distributed import Client, LocalCluster
 
@@ -202,6 +232,25 @@ def main(argv=None):
     print("\n".join(lines[-15:]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
+
+
+def _memory_section(args):
+    from distributed import Client, LocalCluster
+
+    X, y = _data(args.n_ratings)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster, Client(cluster) as client:
+        rows = worker_memory(client, X, y, args.n_factors)
+    lines = ["", f"Workers' memory, 2 workers, {len(y):,} ratings, k = {args.n_factors}: each shard's arrays (its "
+             "users' ratings as int64 items and float64 ratings and weights, a user index over all users, the "
+             "support bounds, θ) and the growth of the worker's resident memory when its shard arrived.", "",
+             "| worker | shard (MiB) | resident growth (MiB) |", "|---|---|---|"]
+    lines += [f"| {k} | {size / 2**20:.1f} | {grown / 2**20:.1f} |" for k, (size, grown) in enumerate(rows)]
+    print("\n".join(lines))
+    path = Path(args.out)
+    text = path.read_text() if path.exists() else ""
+    cut = text.find("\nWorkers' memory")
+    path.write_text((text if cut < 0 else text[:cut]).rstrip("\n") + "\n" + "\n".join(lines) + "\n")
 
 
 def _max_share(n_tasks, n_workers, draws=2000):

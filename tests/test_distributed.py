@@ -192,6 +192,10 @@ def test_the_scaling_benchmark_measures_fits_steps_and_writes_its_model(client, 
     assert 0 < epochs < seconds and model.n_iter_ == 1
     sent, received, step, kernel, diff = dask_cluster._step_bytes(client, X, y, 2, 8, n_steps=2)
     assert min(sent, received, step, kernel, diff) > 0
+    # Each worker holds part of the log (24 bytes a rating), together all of it.
+    X_log, y_log = make_ratings(n_users=300, n_items=30, mean_ratings=30, random_state=0)
+    shard_bytes = [size for size, _ in dask_cluster.worker_memory(client, X_log, y_log, 2)]
+    assert len(shard_bytes) == 2 and sum(shard_bytes) > 24 * len(y_log) > max(shard_bytes)
     steps = {(2000, 32, 32): (0.03, 0.006, 0.001), (8000, 32, 32): (0.05, 0.006, 0.004)}
     lines = dask_cluster._model_lines(steps, {(2000, 32, 32): 1e6, (8000, 32, 32): 2e6})
     rows = [line.split("|") for line in lines if line.startswith("| 1e+")]
