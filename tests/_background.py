@@ -14,6 +14,7 @@ folder returning ``{name: (argv, env or None, timeout in seconds)}``.
 import subprocess
 import threading
 import time
+import traceback
 
 import pytest
 
@@ -35,13 +36,24 @@ class Runner:
 
     def _run(self):
         for name, job in self.jobs.items():
+            # Once this runner's thread died on an exception and the test
+            # waiting on its job hung; so a job that raises is tried again,
+            # and a second failure is the job's result, which the test reports.
             try:
-                if not self.stopped:
-                    start = time.perf_counter()
-                    self.results[name] = run(*job, started=self._started)
-                    self.seconds[name] = time.perf_counter() - start
-            except BaseException as exc:  # a test waiting on it must fail, not hang
-                self.results[name] = (-1, "", f"the background runner could not run {name}: {exc!r}")
+                for attempt in (1, 2):
+                    if self.stopped:
+                        break
+                    try:
+                        start = time.perf_counter()
+                        self.results[name] = run(*job, started=self._started)
+                        self.seconds[name] = time.perf_counter() - start
+                        break
+                    except Exception:
+                        if attempt == 2:
+                            raise
+            except BaseException:
+                self.results[name] = (-1, "", f"the background runner could not run {name}:\n"
+                                      + traceback.format_exc())
             finally:
                 self.done[name].set()
 

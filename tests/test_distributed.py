@@ -100,6 +100,16 @@ def test_a_distributed_fit_is_the_single_process_fit(client, ratings, cls, param
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(remote)).predict(X), remote.predict(X))
 
 
+def test_partial_fit_on_the_cluster_is_the_single_process_one(client, ratings):
+    X, y = ratings
+    half = len(y) // 2
+    local, remote = (smr.MetaSGDFactorizationRecommender(n_factors=3, random_state=0) for _ in range(2))
+    for rows in (slice(None, half), slice(half, None)):
+        local.partial_fit(X[rows], y[rows])
+        remote.partial_fit(X[rows], y[rows], client=client)
+    np.testing.assert_allclose(remote.predict(X), local.predict(X), rtol=0, atol=1e-10)
+
+
 def test_dask_dataframes_fit_on_the_current_client_and_stream_in_partial_fit(client, ratings):
     X, y = ratings
     frame = pd.DataFrame({"user": X[:, 0], "item": X[:, 1], "rating": y})
