@@ -294,12 +294,23 @@ def _model_lines(steps, bytes_per_step, batch=2048, factors=32):
                     + beta * moved)
             lines.append(f"| {ratings:.0e} | {items:,} | {workers} | {moved / 2**20:,.0f} | {step * 1e3:,.0f} | "
                          f"{per_task * batch / step:.2f}x |")
+    per_rating = per_task / RATINGS_PER_USER
+    needed = 2 * row_bytes / per_rating  # bytes per second at which shipping a rating's row costs its compute
     lines += ["", "Where it stops scaling, and why: every replica receives every row a step moved, so the bytes "
               "per step grow with the worker count while the compute per worker shrinks; past a few workers "
               "the step is all communication. What would scale: workers that receive only the rows their "
               "share of the batch reads (a parameter-server layout; with sampled negatives the client would "
               "have to draw them), local steps between synchronizations (approximate), and a client that tracks "
-              "the rows Adam moved instead of diffing θ (O(catalogue) per step)."]
+              "the rows Adam moved instead of diffing θ (O(catalogue) per step).",
+              "", f"Even that layout has a floor while every row passes through the client: a rating's "
+              f"meta-gradient costs {per_rating * 1e6:.2f} µs of one core, while its item row ({row_bytes} bytes) "
+              f"goes out and its gradient comes back, {2 * row_bytes} bytes, {2 * row_bytes * beta * 1e6:.2f} µs at "
+              f"this run's {beta * 1e9:.2f} ns per byte. A step cannot be shorter than the client moving its "
+              f"batch's rows, so where each rating reads a row of its own, exact data-parallel steps are at most "
+              f"{per_rating / max(2 * row_bytes * beta, 1e-12):.2f}x one process here, whatever the worker count; "
+              f"they pay only where the client's link and serialization move more than {needed / 2**20:,.0f} MiB/s, "
+              "where the item table is served by several processes, or where a task does more per byte (larger "
+              "T, or users whose histories share items, so that a row serves many ratings)."]
     return lines
 
 
