@@ -1,7 +1,8 @@
 """Meta-training and batch scoring on a Dask cluster.
 
-Needs the ``dask`` extra (``pip install sklearn-metarec[dask]``): Dask's
-``distributed`` scheduler.
+Using it needs the ``dask`` extra (``pip install sklearn-metarec[dask]``):
+Dask's ``distributed`` scheduler, ``dask.dataframe`` and pandas. Importing
+it does not: the estimators call its helpers for Dask input.
 
 Meta-training
 -------------
@@ -34,9 +35,10 @@ lazily, and return Dask collections.
 """
 
 import numpy as np
-import pandas as pd
+from sklearn.utils.validation import check_is_fitted
 
 from . import _kernels as K
+from ._base import numba_threads
 
 # Knuth's multiplicative hash: consecutive user codes spread over workers.
 _HASH = np.uint64(2654435761)
@@ -70,8 +72,6 @@ class _Shard:
         ``values``). Returns (loss, W, head's gradient, α/λ gradient, rows,
         their (b_i, q_i) gradients, their penalty coefficients), or None
         for an empty part (the replica is still brought up to date)."""
-        from ._base import numba_threads
-
         theta, n_items = self.theta, self.n_items
         d = alpha.shape[0]
         _, bi, Q = K.unpack(theta, n_items, d)
@@ -117,7 +117,6 @@ class TaskShards:
     summed over them (``batch_grad``, as ``meta_batch_grad`` gives it)."""
 
     def __init__(self, client, model, csr, lo, hi):
-        self.client, self.model = client, model
         workers = sorted(client.scheduler_info()["workers"])
         if not workers:
             raise ValueError("the Dask client's cluster has no workers")
@@ -205,17 +204,13 @@ class TaskShards:
         self.actors = self.futures = []
 
 
-def _check_fitted(model):
-    from sklearn.utils.validation import check_is_fitted
-
-    check_is_fitted(model)
-
-
 def predict(model, X):
     """Lazy ``model.predict`` over a Dask DataFrame of (user, item) rows,
     partition by partition: a Dask Series of the predictions, with X's
     index. The model travels to the workers pickled, once per partition."""
-    _check_fitted(model)
+    import pandas as pd
+
+    check_is_fitted(model)
     return X.map_partitions(lambda part: pd.Series(model.predict(part), index=part.index, name="prediction"),
                             meta=pd.Series([], dtype=float, name="prediction"))
 
@@ -225,7 +220,9 @@ def recommend(model, users, n=10, **kwargs):
     partition: a Dask DataFrame with one row per (user, rank), columns
     ``user``, ``rank`` (from 0), ``item`` and ``score``. ``kwargs`` go to
     ``recommend`` (``exclude_seen``, ``items``)."""
-    _check_fitted(model)
+    import pandas as pd
+
+    check_is_fitted(model)
     item_dtype = np.asarray(model.item_ids_).dtype
     user_dtype = users.dtype
 
@@ -241,3 +238,38 @@ def recommend(model, users, n=10, **kwargs):
 
     meta = one(users._meta)
     return users.map_partitions(one, meta=meta)
+
+
+def is_dask(obj):
+    return type(obj).__module__.split(".")[0] == "dask"
+
+
+def current_client():
+    """The Dask client of this process or task, or None."""
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def in_memory(X, y, sample_weight, client):
+    """(X, y, sample_weight) in memory, computed together where they are
+    Dask collections, and the client to meta-train on (the current one for
+    Dask input)."""
+    if not is_dask(X):
+        return X, y, sample_weight, client
+    import dask
+
+    X, y, sample_weight = dask.compute(X, y, sample_weight)
+    return X, y, sample_weight, client or current_client()
+
+
+def partitions(X, y, sample_weight):
+    """(X, y, sample_weight) of each partition of Dask collections with the
+    same partitions, in order, one in memory at a time."""
+    import dask
+
+    for i in range(X.npartitions):
+        yield dask.compute(X.partitions[i], *(None if a is None else a.partitions[i] for a in (y, sample_weight)))

@@ -8,6 +8,7 @@ from scipy.special import logit
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _kernels as K
+from . import distributed as dask_input
 from ._base import (MAX_FACTORS, MAX_INNER_STEPS, MAX_NEGATIVES, BaseFactorizationRecommender, DivergenceError,
                     numba_threads, serialized)
 from ._features import check_features
@@ -422,7 +423,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         self : object
             Fitted estimator.
         """
-        X, y, sample_weight, client = _from_dask(X, y, sample_weight, client)
+        X, y, sample_weight, client = dask_input.in_memory(X, y, sample_weight, client)
         table = self._check_features(item_features)
         user_table = self._check_features(user_features, "user_features")
         users, items, y, w = self._prepare(X, y, sample_weight, reset=True)
@@ -484,10 +485,10 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         self : object
             The updated estimator.
         """
-        if _is_dask(X):
-            for part_X, part_y, part_w in _partitions(X, y, sample_weight):
+        if dask_input.is_dask(X):
+            for part_X, part_y, part_w in dask_input.partitions(X, y, sample_weight):
                 self.partial_fit(part_X, part_y, part_w, item_features=item_features, user_features=user_features,
-                                 client=client or _current_client())
+                                 client=client or dask_input.current_client())
             return self
         table = self._check_features(item_features)
         reset = not hasattr(self, "_theta")
@@ -606,17 +607,15 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         indptr, items, ratings, weights, *_ = self._log.csr(len(self._user_vocab))
         lo, hi = support_bounds(self.n_support, np.diff(indptr))
         self._resolve_item_shrinkage()
-        if client is None:
-            self._train_epochs(users, n_epochs, validation_users, (indptr, items, ratings, weights), lo, hi)
-            return
-        self._check_shardable()
-        from .distributed import TaskShards
-
-        self._shards = TaskShards(client, self, (indptr, items, ratings, weights), lo, hi)
+        csr = (indptr, items, ratings, weights)
+        if client is not None:
+            self._check_shardable()
+            self._shards = dask_input.TaskShards(client, self, csr, lo, hi)
         try:
-            self._train_epochs(users, n_epochs, validation_users, (indptr, items, ratings, weights), lo, hi)
+            self._train_epochs(users, n_epochs, validation_users, csr, lo, hi)
         finally:
-            self.__dict__.pop("_shards").close()
+            if client is not None:
+                self.__dict__.pop("_shards").close()
 
     def _check_shardable(self):
         if not self._distributed:
@@ -891,37 +890,3 @@ class _EarlyStopping:
         if self.best is not None:
             self.model._restore(self.best)
 
-
-def _is_dask(obj):
-    return type(obj).__module__.split(".")[0] == "dask"
-
-
-def _current_client():
-    """The Dask client of this process or task, or None."""
-    try:
-        from distributed import get_client
-
-        return get_client()
-    except (ImportError, ValueError):
-        return None
-
-
-def _from_dask(X, y, sample_weight, client):
-    """(X, y, sample_weight) in memory, computed together where they are
-    Dask collections, and the client to meta-train on (the current one for
-    Dask input)."""
-    if not _is_dask(X):
-        return X, y, sample_weight, client
-    import dask
-
-    X, y, sample_weight = dask.compute(X, y, sample_weight)
-    return X, y, sample_weight, client or _current_client()
-
-
-def _partitions(X, y, sample_weight):
-    """(X, y, sample_weight) of each partition of Dask collections with the
-    same partitions, in order, one in memory at a time."""
-    import dask
-
-    for i in range(X.npartitions):
-        yield dask.compute(X.partitions[i], *(None if a is None else a.partitions[i] for a in (y, sample_weight)))

@@ -3,7 +3,7 @@
 import numpy as np
 
 from ._jit import jit
-from .maths import _loss_terms, _score, unpack
+from .maths import _loss_terms, _score, copy_into, unpack
 from .sampling import _kth_unseen, _randbelow, _task_state
 
 
@@ -130,25 +130,22 @@ def _own_parts(table, F_indptr, F_indices, F_data, feat, sign, out):
             out[r, a] = table[r, a] + sign * row[a]
 
 
-# Apart from ``sgd_epoch``, whose loop this repeats: routed through here,
-# plain SGD took 1.33 times as long (MovieLens-100k, 100 factors), the
-# per-rating gather of an item's row from its own part costing that much.
 @jit()
 def _join_rows(bi, Q, rows, join):
-    """``rows`` ← [bi | Q] with ``join``, else the reverse (loops: see
-    ``maths.copy_into``)."""
+    """``rows`` ← [bi | Q] with ``join``, else the reverse (row copies by
+    ``maths.copy_into``, not slice assignment)."""
     for i in range(rows.shape[0]):
         if join:
             rows[i, 0] = bi[i]
+            copy_into(rows[i, 1:], Q[i])
         else:
             bi[i] = rows[i, 0]
-        for f in range(Q.shape[1]):
-            if join:
-                rows[i, 1 + f] = Q[i, f]
-            else:
-                Q[i, f] = rows[i, 1 + f]
+            copy_into(Q[i], rows[i, 1:])
 
 
+# Apart from ``sgd_epoch``, whose loop this repeats: routed through here,
+# plain SGD took 1.33 times as long (MovieLens-100k, 100 factors), the
+# per-rating gather of an item's row from its own part costing that much.
 @jit()
 def sgd_epoch_features(users, items, ratings, weights, order, theta, n_items, user_table, lr, reg,
                        logistic, n_neg, seen_indptr, seen_items, seed, F_indptr, F_indices, F_data, feat,
