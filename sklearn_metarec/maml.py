@@ -369,7 +369,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         _check_n_support(self.n_support)
 
     @serialized
-    def fit(self, X, y=None, sample_weight=None, *, item_features=None, user_features=None, client=None):
+    def fit(self, X, y=None, sample_weight=None, *, item_features=None, user_features=None, client=None,
+            local_steps=1):
         """Meta-train on all users, then adapt every known user.
 
         Parameters
@@ -417,6 +418,12 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             ``X`` a Dask DataFrame (and ``y``, ``sample_weight`` Dask Series
             or None), the current client is used if there is one. Not with
             item or user features or context.
+        local_steps : int, default=1
+            With a ``client``: how many Adam steps each worker takes on its
+            own users' meta-batches between synchronizations. 1 is the exact
+            algorithm above; more is opt-in and approximate (the workers'
+            moves are averaged every ``local_steps`` steps, see
+            :mod:`sklearn_metarec.distributed`), for fewer round trips.
 
         Returns
         -------
@@ -424,6 +431,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             Fitted estimator.
         """
         X, y, sample_weight, client = dask_input.in_memory(X, y, sample_weight, client)
+        local_steps = dask_input.check_local_steps(local_steps, client)
         table = self._check_features(item_features)
         user_table = self._check_features(user_features, "user_features")
         users, items, y, w = self._prepare(X, y, sample_weight, reset=True)
@@ -444,13 +452,14 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             held = np.zeros(len(touched), dtype=bool)
             held[self._rng.permutation(len(touched))[:n_held]] = True
             touched, held = touched[~held], touched[held]
-        self._train(touched, self.n_epochs, held, client=client)
+        self._train(touched, self.n_epochs, held, client=client, local_steps=local_steps)
         self._fit_feature_biases()
         self._refresh_users(np.sort(np.r_[touched, held]) if held is not None else touched)
         return self
 
     @serialized
-    def partial_fit(self, X, y=None, sample_weight=None, *, item_features=None, user_features=None, client=None):
+    def partial_fit(self, X, y=None, sample_weight=None, *, item_features=None, user_features=None, client=None,
+                    local_steps=1):
         """Add ratings and meta-train online on the users they touch.
 
         The first call on an unfitted estimator initializes it, exactly as
@@ -479,6 +488,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         client : distributed.Client, default=None
             As in :meth:`fit`. A Dask DataFrame ``X`` is streamed: one
             call per partition, in order.
+        local_steps : int, default=1
+            As in :meth:`fit`.
 
         Returns
         -------
@@ -486,10 +497,13 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             The updated estimator.
         """
         if dask_input.is_dask(X):
+            client = client or dask_input.current_client()
+            dask_input.check_local_steps(local_steps, client)
             for part_X, part_y, part_w in dask_input.partitions(X, y, sample_weight):
                 self.partial_fit(part_X, part_y, part_w, item_features=item_features, user_features=user_features,
-                                 client=client or dask_input.current_client())
+                                 client=client, local_steps=local_steps)
             return self
+        local_steps = dask_input.check_local_steps(local_steps, client)
         table = self._check_features(item_features)
         reset = not hasattr(self, "_theta")
         user_table = (self._check_features(user_features, "user_features") if reset
@@ -509,7 +523,7 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             self._attach_item_features(table, fresh=reset)
         if user_table is not None and reset:
             self._attach_user_features(user_table)
-        self._train(touched, 1, client=client)
+        self._train(touched, 1, client=client, local_steps=local_steps)
         self._fit_feature_biases()
         self._refresh_users(touched)
         return self
@@ -597,11 +611,11 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         return K.inner_settings(lam=self._inner_reg(), kappa=self.shrinkage, n_steps=self.n_inner_steps,
                                 logistic=self._implicit, n_neg=self._n_neg(), pairwise=self._pairwise)
 
-    def _train(self, users, n_epochs, validation_users=None, client=None):
+    def _train(self, users, n_epochs, validation_users=None, client=None, local_steps=1):
         """Meta-train on the tasks of ``users`` for ``n_epochs``; with
         ``validation_users``, stop early on their score and keep the best
         epoch's parameters. With a Dask ``client``, the meta-batches'
-        tasks are computed on its workers."""
+        tasks are computed on its workers (``local_steps`` apart)."""
         if not hasattr(self, "loss_curve_"):
             self.loss_curve_ = []
         indptr, items, ratings, weights, *_ = self._log.csr(len(self._user_vocab))
@@ -610,9 +624,11 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         csr = (indptr, items, ratings, weights)
         if client is not None:
             self._check_shardable()
-            self._shards = dask_input.TaskShards(client, self, csr, lo, hi)
+            self._shards = dask_input.TaskShards(client, self, csr, lo, hi, local_steps)
         try:
             self._train_epochs(users, n_epochs, validation_users, csr, lo, hi)
+            if client is not None and local_steps > 1:
+                self._shards.take_optimizer(self)
         finally:
             if client is not None:
                 self.__dict__.pop("_shards").close()
@@ -633,8 +649,12 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             start = time.perf_counter()
             order = self._rng.permutation(users)
             seed = self._rng.randint(np.iinfo(np.int64).max, dtype=np.int64)
+            shards = getattr(self, "_shards", None)
             with numba_threads(self.n_jobs):
-                losses = self._meta_epoch(indptr, items, ratings, weights, order, lo, hi, seed)
+                if shards is not None and shards.local_steps > 1:
+                    losses = shards.local_epoch(self, order, seed, self._item_reg(items, weights))
+                else:
+                    losses = self._meta_epoch(indptr, items, ratings, weights, order, lo, hi, seed)
             if not (np.all(losses < self._loss_limit) and self._finite()):
                 raise DivergenceError(
                     f"Meta-training diverged in epoch {self.n_iter_ + 1}: the query "
@@ -759,19 +779,22 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         α and λ); None for the second when both come from the same tasks."""
         return order, None
 
-    def _meta_epoch(self, indptr, items, ratings, weights, order, lo, hi, seed):
+    def _meta_epoch(self, indptr, items, ratings, weights, order, lo, hi, seed, item_reg=None):
         """One pass over the tasks of ``order`` in meta-batches, each a single
         kernel call followed by an Adam step (of the model, or of α and λ
         for held-out users' batches). Stops at a non-finite loss, before the
         update, and returns the losses of the model's batches run (of the
-        held-out ones if there were none), the failing one included."""
+        held-out ones if there were none), the failing one included.
+        ``item_reg``: the items' penalties, if not from this log (a Dask
+        worker holds part of it)."""
         n_items = len(self._item_vocab)
         d = self.n_factors + 1
         grad = np.zeros_like(self._theta)
         grad_hyper = np.empty(d + 1)
         rows = np.empty(n_items, dtype=np.int64)
         pen_rows = np.empty(n_items)
-        item_reg = self._item_reg(items, weights)
+        if item_reg is None:
+            item_reg = self._item_reg(items, weights)
         features = getattr(self, "_item_F", None) is not None
         attributes = getattr(self, "_user_G", None) is not None
         context = self._has_context()

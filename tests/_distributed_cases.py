@@ -190,7 +190,7 @@ def test_the_readme_example_runs(client, monkeypatch):
     assert (lists.groupby("user")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
 
 
-def test_the_scaling_benchmark_measures_fits_steps_and_writes_its_model(client, monkeypatch):
+def test_the_scaling_benchmark_measures_fits_steps_and_writes_its_model(client, monkeypatch, tmp_path):
     # benchmarks/dask_cluster.py's parts, on this module's cluster (its
     # main() starts clusters of its own).
     from pathlib import Path
@@ -207,6 +207,23 @@ def test_the_scaling_benchmark_measures_fits_steps_and_writes_its_model(client, 
     X_log, y_log = make_ratings(n_users=300, n_items=30, mean_ratings=30, random_state=0)
     shard_bytes = [size for size, _ in dask_cluster.worker_memory(client, X_log, y_log, 2)]
     assert len(shard_bytes) == 2 and sum(shard_bytes) > 24 * len(y_log) > max(shard_bytes)
+    # The local-steps section's parts: the cores' ceiling without Dask, the
+    # accuracy triple, and a section written over its old self.
+    alone, together = dask_cluster._two_process_ceiling(X, y, dict(n_factors=2, random_state=0))
+    assert 0 < alone < 10 and 0 < together < 10
+    rmse, ndcg, recall = dask_cluster._accuracy(model, X[:200], y[:200])
+    assert 0 < rmse < 3 and 0 <= ndcg <= 1 and 0 <= recall <= 1
+    out = tmp_path / "results.md"
+    out.write_text("# Title\n\nTable\n\nLocal steps: old\n\nWorkers' memory: kept\n")
+    dask_cluster._append_section(out, "\nLocal steps", ["", "Local steps: new"])
+    assert out.read_text() == "# Title\n\nTable\n\nLocal steps: new\nWorkers' memory: kept\n"
+    # Local steps' model: rows 8/32/128 workers × H 128/1024 per size; more
+    # workers, more bytes through the client per round.
+    local = dask_cluster._local_model_lines([(1e5, 0.05, 0.02, 100), (4e5, 0.06, 0.02, 100)])
+    rows = [line.split("|") for line in local if line.startswith("| 1e+")]
+    assert len(rows) == 12
+    moved = [float(row[5].replace(",", "")) for row in rows[:6]]
+    assert moved[0] < moved[2] < moved[4] and all(float(row[7].strip().rstrip("x")) > 0 for row in rows)
     steps = {(2000, 32, 32): (0.03, 0.006, 0.001), (8000, 32, 32): (0.05, 0.006, 0.004)}
     lines = dask_cluster._model_lines(steps, {(2000, 32, 32): 1e6, (8000, 32, 32): 2e6})
     rows = [line.split("|") for line in lines if line.startswith("| 1e+")]
@@ -220,11 +237,104 @@ def test_the_scaling_benchmark_measures_fits_steps_and_writes_its_model(client, 
         assert speedup == sorted(speedup, reverse=True) and np.isfinite(speedup).all()
 
 
+@pytest.mark.parametrize("params", [dict(meta_batch_size=8), dict(early_stopping=True, n_iter_no_change=2,
+                                                                     n_epochs=6, meta_batch_size=8)])
+def test_local_steps_on_one_worker_are_the_single_process_fit(ratings, params):
+    # One worker's local steps are the one-process steps: the same batches,
+    # draws and Adam, in rounds; then its Adam state comes back, so that
+    # partial_fit goes on as in one process.
+    X, y = ratings
+    params = {"n_factors": 3, "n_epochs": 4, "random_state": 0, **params}
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") \
+            as cluster, distributed.Client(cluster, set_as_default=False) as one:
+        local = smr.MAMLFactorizationRecommender(**params).fit(X, y)
+        remote = smr.MAMLFactorizationRecommender(**params).fit(X, y, client=one, local_steps=3)
+        np.testing.assert_allclose(remote.predict(X), local.predict(X), rtol=0, atol=1e-10)
+        assert remote.loss_curve_ == pytest.approx(local.loss_curve_, rel=1e-10)
+        assert remote._adam_step == local._adam_step
+        np.testing.assert_array_equal(remote._adam_row_steps, local._adam_row_steps)
+        np.testing.assert_allclose(remote._adam_m, local._adam_m, rtol=0, atol=1e-12)
+        local.partial_fit(X[:300], y[:300])
+        remote.partial_fit(X[:300], y[:300], client=one, local_steps=5)
+        np.testing.assert_allclose(remote.predict(X), local.predict(X), rtol=0, atol=1e-10)
+    assert not hasattr(remote, "_shards")
+
+
+@pytest.mark.parametrize("cls", [smr.MAMLFactorizationRecommender, smr.MetaSGDFactorizationRecommender])
+def test_a_round_of_local_steps_averages_the_workers_moves(client, cls):
+    # One round (every worker's share fits in it), against a reference in
+    # this process: two copies of the model each take the steps of one
+    # worker's users; the head (and α, λ) is their task-weighted mean, an
+    # item row the mean over the copies that moved it.
+    import copy
+
+    # A long catalogue, so that some rows move on one worker only.
+    X, y = make_ratings(n_users=80, n_items=400, mean_ratings=6, min_ratings=4, random_state=1)
+    model = cls(n_factors=3, n_epochs=2, meta_batch_size=16, random_state=0).fit(X, y)
+    indptr, items, values, weights, *_ = model._log.csr(len(model._user_vocab))
+    lo, hi = support_bounds(model.n_support, np.diff(indptr))
+    n_items, d = len(model._item_vocab), model.n_factors + 1
+    item_reg = model._item_reg(items, weights)
+    order = np.random.default_rng(2).permutation(len(model._user_vocab))
+    owner = smd.owners(order, 2).astype(np.int64)
+    start = copy.deepcopy(model)
+    shards = smd.TaskShards(client, model, (indptr, items, values, weights), lo, hi, local_steps=100)
+    try:
+        losses = shards.local_epoch(model, order, 7, item_reg)
+    finally:
+        shards.close()
+    assert len(losses) > 2 and np.isfinite(losses).all()
+    moved, tasks, copies = [], [], []
+    for k in range(2):
+        mine = order[owner == k]
+        worker = copy.deepcopy(start)
+        worker.meta_batch_size = max(1, round(16 * len(mine) / len(order)))
+        assert len(mine) <= 100 * worker.meta_batch_size  # one round
+        worker._meta_epoch(indptr, items, values, weights, mine, lo, hi, 7, item_reg)
+        copies.append(worker)
+        tasks.append(len(mine))
+        rows = K.unpack(worker._theta, n_items, d)
+        before = K.unpack(start._theta, n_items, d)
+        moved.append((rows[1] != before[1]) | (rows[2] != before[2]).any(axis=1))
+    share = np.array(tasks) / sum(tasks)
+    np.testing.assert_allclose(model._theta[: 1 + d], share @ [c._theta[: 1 + d] for c in copies], atol=1e-12)
+    if cls is smr.MetaSGDFactorizationRecommender:
+        np.testing.assert_allclose(model._hyper, share @ [c._hyper for c in copies], atol=1e-12)
+        assert not np.allclose(model._hyper, start._hyper)
+    got, parts = K.unpack(model._theta, n_items, d), [K.unpack(c._theta, n_items, d) for c in copies]
+    both, only = moved[0] & moved[1], [moved[0] & ~moved[1], moved[1] & ~moved[0]]
+    assert both.any() and only[0].any() and only[1].any()
+    for block in (1, 2):
+        expected = (share[0] * parts[0][block][both] + share[1] * parts[1][block][both])
+        np.testing.assert_allclose(got[block][both], expected, atol=1e-12)
+        for k in range(2):
+            np.testing.assert_allclose(got[block][only[k]], parts[k][block][only[k]], atol=1e-12)
+        untouched = ~(moved[0] | moved[1])
+        np.testing.assert_array_equal(got[block][untouched], K.unpack(start._theta, n_items, d)[block][untouched])
+
+
+def test_local_steps_on_two_workers_fit_an_ordinary_model(client, ratings):
+    X, y = ratings
+    params = dict(n_factors=3, n_epochs=6, meta_batch_size=16, random_state=0)
+    exact = smr.MetaSGDFactorizationRecommender(**params).fit(X, y)
+    local = smr.MetaSGDFactorizationRecommender(**params).fit(X, y, client=client, local_steps=4)
+    assert len(local.loss_curve_) == 6 and np.isfinite(local.loss_curve_).all()
+    assert local._adam_step > 0 and local._hyper_t > 0
+    # Close to the exact fit, not equal to it.
+    gap = np.abs(local.predict(X) - exact.predict(X))
+    assert 1e-6 < gap.mean() < 0.2
+    assert not hasattr(local, "_shards")
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(local)).predict(X), local.predict(X))
+    again = smr.MetaSGDFactorizationRecommender(**params).fit(X, y, client=client, local_steps=4)
+    np.testing.assert_array_equal(again.predict(X), local.predict(X))  # same random_state, same model
+
+
 def test_a_worker_lost_mid_fit_is_a_clear_error(client, ratings, monkeypatch):
-    # Last in the module: it kills a worker (the nanny starts another).
+    # Last in the module: it kills a worker (the nanny starts another). Local
+    # steps (here) and exact steps call the workers through the same _call.
     X, y = ratings
     calls = []
-    step = smd.TaskShards.batch_grad
+    call = smd.TaskShards._call
 
     def kill_on_third(self, *args):
         calls.append(1)
@@ -234,11 +344,12 @@ def test_a_worker_lost_mid_fit_is_a_clear_error(client, ratings, monkeypatch):
                 client.run(os._exit, 1, workers=[victim])
             except Exception:  # the worker's connection closes as it exits
                 pass
-        return step(self, *args)
+        return call(self, *args)
 
-    monkeypatch.setattr(smd.TaskShards, "batch_grad", kill_on_third)
-    model = smr.MAMLFactorizationRecommender(n_factors=3, n_epochs=3, random_state=0)
+    monkeypatch.setattr(smd.TaskShards, "_call", kill_on_third)
+    model = smr.MAMLFactorizationRecommender(n_factors=3, n_epochs=3, meta_batch_size=8, random_state=0)
     with pytest.raises(RuntimeError, match="Dask worker failed or was lost"):
-        model.fit(X, y, client=client)
+        model.fit(X, y, client=client, local_steps=4)
+    assert len(calls) >= 3
     assert not hasattr(model, "_theta") and not hasattr(model, "_shards")
     client.wait_for_workers(2, timeout=60)
