@@ -18,8 +18,12 @@ def _waits(item):
 
 def pytest_collection_modifyitems(session, config, items):
     # The tests that wait for the children run last, so that the rest of
-    # the suite runs meanwhile.
-    items.sort(key=_waits)
+    # the suite runs meanwhile; among them, those of the children queued
+    # last come first, so that the main lane, once there, runs a child
+    # the background lane has not reached (see ``Runner.claim``) instead
+    # of waiting on the one it is running.
+    order = {name: -n for n, name in enumerate(sorted({item.module.__name__ for item in items if _waits(item)}))}
+    items.sort(key=lambda item: (_waits(item), order.get(getattr(getattr(item, "module", None), "__name__", None), 0)))
 
 
 def pytest_collection_finish(session):
