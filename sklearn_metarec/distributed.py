@@ -42,9 +42,12 @@ single-process fit (tested). At the end, the client takes the workers'
 Adam moments averaged the same way, so that ``partial_fit`` continues
 from them.
 
-The client keeps the rating log, as the fitted estimator does in one
-process (for early stopping, adapting the known users after training, and
-serving); a worker's memory is its share of the log plus the item table.
+A Dask DataFrame's id vocabularies are built on the cluster and its
+partitions encoded there (:func:`encoded`); the client receives the
+distinct ids once and the ratings as codes. It keeps the rating log, as
+the fitted estimator does in one process (for early stopping, adapting
+the known users after training, and serving); a worker's memory is its
+share of the log plus the item table.
 
 Batch scoring
 -------------
@@ -456,16 +459,54 @@ def current_client():
         return None
 
 
-def in_memory(X, y, sample_weight, client):
+def in_memory(X, y, sample_weight, client, encode=True):
     """(X, y, sample_weight) in memory, computed together where they are
-    Dask collections, and the client to meta-train on (the current one for
-    Dask input)."""
+    Dask collections, the client to meta-train on (the current one for
+    Dask input), and the id vocabularies built on the cluster (or None).
+
+    With ``encode``, a Dask DataFrame's ids arrive as codes: see
+    :func:`encoded`. The caller fits on the codes and then takes the
+    vocabularies, whose rows are the codes' (both sorted), so the model is
+    the one the raw ids give."""
     if not is_dask(X):
-        return X, y, sample_weight, client
+        return X, y, sample_weight, client, None
     import dask
 
+    vocabularies = None
+    if encode and hasattr(X, "columns") and len(X.columns) >= 2:
+        X, vocabularies = encoded(X)
     X, y, sample_weight = dask.compute(X, y, sample_weight)
-    return X, y, sample_weight, client or current_client()
+    return X, y, sample_weight, client or current_client(), vocabularies
+
+
+def encoded(X):
+    """A Dask DataFrame's user and item ids (its first two columns) as
+    codes, with the vocabularies built on the cluster: the distinct ids of
+    each partition, combined in a tree (Dask's ``unique``), are validated
+    and sorted here, and each partition is encoded where it lives, so that
+    only int64 codes and the distinct ids reach this process. Returns (the
+    encoded Dask DataFrame, lazily; (user vocabulary, item vocabulary))."""
+    import dask
+
+    from ._data import Vocabulary, check_id_column
+
+    columns = list(X.columns[:2])
+    uniques = dask.compute(*(X[column].unique() for column in columns))
+    vocabularies = []
+    for name, ids in zip(("user", "item"), uniques):
+        ids = check_id_column(np.asarray(ids.to_numpy() if hasattr(ids, "to_numpy") else ids), name)
+        vocabulary = Vocabulary(name)
+        vocabulary.fit(ids)
+        vocabularies.append(vocabulary)
+
+    def encode(part):
+        part = part.copy()
+        for column, vocabulary in zip(columns, vocabularies):
+            part[column] = vocabulary.lookup(part[column].to_numpy())
+        return part
+
+    meta = X._meta.astype({column: np.int64 for column in columns})
+    return X.map_partitions(encode, meta=meta), tuple(vocabularies)
 
 
 def partitions(X, y, sample_weight):

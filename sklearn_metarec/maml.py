@@ -416,8 +416,11 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
             :mod:`sklearn_metarec.distributed`); the result equals the
             one-process fit up to the order of floating-point sums. With
             ``X`` a Dask DataFrame (and ``y``, ``sample_weight`` Dask Series
-            or None), the current client is used if there is one. Not with
-            item or user features or context.
+            or None), the current client is used if there is one, and the
+            id vocabularies are built on the cluster (its partitions'
+            distinct ids, combined in a tree), which then encodes each
+            partition, so that ids reach this process once each and ratings
+            as codes. Not with item or user features or context.
         local_steps : int, default=1
             With a ``client``: how many Adam steps each worker takes on its
             own users' meta-batches between synchronizations. 1 is the exact
@@ -430,7 +433,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         self : object
             Fitted estimator.
         """
-        X, y, sample_weight, client = dask_input.in_memory(X, y, sample_weight, client)
+        X, y, sample_weight, client, vocabularies = dask_input.in_memory(
+            X, y, sample_weight, client, encode=item_features is None and user_features is None)
         local_steps = dask_input.check_local_steps(local_steps, client)
         table = self._check_features(item_features)
         user_table = self._check_features(user_features, "user_features")
@@ -455,6 +459,8 @@ class MAMLFactorizationRecommender(BaseFactorizationRecommender):
         self._train(touched, self.n_epochs, held, client=client, local_steps=local_steps)
         self._fit_feature_biases()
         self._refresh_users(np.sort(np.r_[touched, held]) if held is not None else touched)
+        if vocabularies is not None:  # the ids, built on the cluster, for the codes the fit saw
+            self._user_vocab, self._item_vocab = vocabularies
         return self
 
     @serialized

@@ -128,6 +128,37 @@ def test_dask_dataframes_fit_on_the_current_client_and_stream_in_partial_fit(cli
     np.testing.assert_allclose(streamed.predict(pairs), serial.predict(pairs), atol=1e-10)
 
 
+def test_dask_dataframes_build_their_vocabularies_on_the_cluster(client, ratings):
+    X, y = ratings
+    # String ids, not in sorted order of appearance: the codes must still
+    # follow the in-memory vocabulary's order.
+    frame = pd.DataFrame({"user": [f"u{u * 7 % 120:03d}" for u in X[:, 0]],
+                          "item": [f"i{i * 11 % 40:02d}" for i in X[:, 1]], "rating": y})
+    ddf = dd.from_pandas(frame, npartitions=4)
+    codes, (users, items) = smd.encoded(ddf[["user", "item"]])
+    codes = codes.compute()
+    assert codes["user"].dtype == np.int64 and codes["item"].dtype == np.int64
+    np.testing.assert_array_equal(users.ids[codes["user"].to_numpy()], frame["user"].to_numpy())
+    np.testing.assert_array_equal(items.ids[codes["item"].to_numpy()], frame["item"].to_numpy())
+    params = dict(n_factors=3, n_epochs=2, random_state=0)
+    local = smr.MAMLFactorizationRecommender(**params).fit(frame[["user", "item"]], frame["rating"])
+    remote = smr.MAMLFactorizationRecommender(**params).fit(ddf[["user", "item"]], ddf["rating"])
+    np.testing.assert_array_equal(remote.user_ids_, local.user_ids_)
+    np.testing.assert_array_equal(remote.item_ids_, local.item_ids_)
+    pairs = frame[["user", "item"]]
+    np.testing.assert_allclose(remote.predict(pairs), local.predict(pairs), atol=1e-10)
+    np.testing.assert_array_equal(remote.recommend(["u003", "u100"], n=5)[0],
+                                  local.recommend(["u003", "u100"], n=5)[0])
+    # A missing id is refused, as in memory, and nothing is fitted.
+    holes = frame.astype({"item": object})
+    holes.loc[5, "item"] = None
+    model = smr.MAMLFactorizationRecommender(**params)
+    holes = dd.from_pandas(holes, npartitions=2)
+    with pytest.raises(ValueError, match="item id column"):
+        model.fit(holes[["user", "item"]], holes["rating"])
+    assert not hasattr(model, "_theta")
+
+
 def test_batch_scoring_of_dask_collections(client, ratings):
     X, y = ratings
     model = smr.MAMLFactorizationRecommender(n_factors=3, n_epochs=2, random_state=0).fit(X, y)
