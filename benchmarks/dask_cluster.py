@@ -280,7 +280,8 @@ def _append_section(out, heading, lines):
         return
     ends = [text.find(other, start + 1) for other in ("\nWorkers' memory", "\nLocal steps")]
     end = min([e for e in ends if e > start] or [len(text)])
-    path.write_text(text[:start].rstrip("\n") + "\n" + "\n".join(lines) + "\n" + text[end:].lstrip("\n"))
+    rest = text[end:].lstrip("\n")
+    path.write_text(text[:start].rstrip("\n") + "\n" + "\n".join(lines) + "\n" + ("\n" + rest if rest else ""))
 
 
 def _cluster(n_workers):

@@ -255,7 +255,7 @@ def test_the_scaling_benchmark_measures_fits_steps_and_writes_its_model(client, 
     out = tmp_path / "results.md"
     out.write_text("# Title\n\nTable\n\nLocal steps: old\n\nWorkers' memory: kept\n")
     dask_cluster._append_section(out, "\nLocal steps", ["", "Local steps: new"])
-    assert out.read_text() == "# Title\n\nTable\n\nLocal steps: new\nWorkers' memory: kept\n"
+    assert out.read_text() == "# Title\n\nTable\n\nLocal steps: new\n\nWorkers' memory: kept\n"
     # Local steps' model: rows 8/32/128 workers × H 128/1024 per size; more
     # workers, more bytes through the client per round.
     local = dask_cluster._local_model_lines([(1e5, 0.05, 0.02, 100), (4e5, 0.06, 0.02, 100)])
