@@ -74,6 +74,22 @@ def owners(user_codes, n_workers):
     return ((np.asarray(user_codes, dtype=np.uint64) * _HASH) >> np.uint64(7)) % np.uint64(n_workers)
 
 
+def _write(theta, n_items, d, head, rows, values):
+    """θ's head (μ, φ₀) ← ``head`` and its item rows ``rows`` ← their
+    (b_i, q_i) ``values``: how a replica (or the client) takes an update."""
+    _, bi, Q = K.unpack(theta, n_items, d)
+    theta[: 1 + d] = head
+    bi[rows] = values[:, 0]
+    Q[rows] = values[:, 1:]
+
+
+def _rows(theta, n_items, d, rows):
+    """The (b_i, q_i) of the item rows ``rows`` of θ (or of a vector laid
+    out as θ), one row each."""
+    _, bi, Q = K.unpack(theta, n_items, d)
+    return np.column_stack([bi[rows], Q[rows]])
+
+
 class _Shard:
     """A worker's users: their ratings as a CSR over every user code (other
     users' rows empty, so codes and random draws match the client's), and a
@@ -101,10 +117,7 @@ class _Shard:
         for an empty part (the replica is still brought up to date)."""
         theta, n_items = self.theta, self.n_items
         d = alpha.shape[0]
-        _, bi, Q = K.unpack(theta, n_items, d)
-        theta[: 1 + d] = head
-        bi[changed] = values[:, 0]
-        Q[changed] = values[:, 1:]
+        _write(theta, n_items, d, head, changed, values)
         if item_reg is not None:
             self.item_reg = item_reg
         if not len(batch):
@@ -123,9 +136,7 @@ class _Shard:
                 *self.csr, batch, self.lo, self.hi, seed, offsets, theta, n_items, alpha, self.item_reg, inner,
                 outer, grad, grad_hyper, rows, pen_rows, empty, empty, *K.no_context(d))
         rows = rows[:n].copy()
-        _, g_bi, g_Q = K.unpack(grad, n_items, d)
-        return (loss, w_total, grad[: 1 + d].copy(), grad_hyper, rows,
-                np.column_stack([g_bi[rows], g_Q[rows]]), pen_rows[rows])
+        return loss, w_total, grad[: 1 + d].copy(), grad_hyper, rows, _rows(grad, n_items, d, rows), pen_rows[rows]
 
     def local(self, head, changed, values, hyper, chunk, seed, batch_size, item_reg):
         """Apply the client's average of the last round (θ's head, the item
@@ -137,10 +148,7 @@ class _Shard:
         the seconds of the steps), or None for an empty chunk."""
         model, theta, n_items = self.model, self.theta, self.n_items
         d = model.n_factors + 1
-        _, bi, Q = K.unpack(theta, n_items, d)
-        theta[: 1 + d] = head
-        bi[changed] = values[:, 0]
-        Q[changed] = values[:, 1:]
+        _write(theta, n_items, d, head, changed, values)
         if hyper is not None:
             model._hyper[:] = hyper
         if not len(chunk):
@@ -152,7 +160,7 @@ class _Shard:
             losses = model._meta_epoch(*self.csr, chunk, self.lo, self.hi, seed, item_reg)
         seconds = time.perf_counter() - start
         rows = np.flatnonzero(model._adam_row_steps != steps_before)
-        return (losses, len(chunk), theta[: 1 + d].copy(), rows, np.column_stack([bi[rows], Q[rows]]),
+        return (losses, len(chunk), theta[: 1 + d].copy(), rows, _rows(theta, n_items, d, rows),
                 getattr(model, "_hyper", None), seconds)
 
     def optimizer(self):
@@ -340,7 +348,6 @@ class TaskShards:
         shares = [order[own == k] for k in range(len(self.actors))]
         sizes = [max(1, round(model.meta_batch_size * len(share) / max(len(order), 1))) for share in shares]
         n_rounds = max(-(-len(share) // (H * b)) for share, b in zip(shares, sizes))
-        _, bi, Q = K.unpack(model._theta, n_items, d)
         losses = []
         for r in range(n_rounds):
             start = time.perf_counter()
@@ -357,9 +364,7 @@ class TaskShards:
                     self.bytes_received += sum(a.nbytes for a in result[2:5])
             self.rounds.append((time.perf_counter() - start, max(result[-1] for result in results if result)))
             head, changed, values, hyper = self.pending = _average_rounds(parts, d)
-            model._theta[: 1 + d] = head
-            bi[changed] = values[:, 0]
-            Q[changed] = values[:, 1:]
+            _write(model._theta, n_items, d, head, changed, values)
             if hyper is not None:
                 model._hyper[:] = hyper
             if not (np.all(np.array(losses) < model._loss_limit) and model._finite()):
@@ -370,25 +375,26 @@ class TaskShards:
         """The workers' Adam state, averaged by their tasks (the items' first
         moments over the workers that moved them; update counts added), as
         the model's, so that training can go on in one process."""
+        if not self.tasks.any():
+            return  # no step was taken
+        d, n_items = self.d, self.n_items
         states = self._call("optimizer", [()] * len(self.actors), 0)
-        share = self.tasks / max(self.tasks.sum(), 1.0)
+        share = self.tasks / self.tasks.sum()
         start = model._adam_row_steps
-        moved = [state.pop("_adam_row_steps") - start for state in states]
-        model._adam_row_steps = start + sum(moved)
+        steps = [state.pop("_adam_row_steps") for state in states]
+        model._adam_row_steps = start + sum(counts - start for counts in steps)
         for name in ("_adam_step", "_hyper_t"):  # step counts: the busiest worker's
             if name in states[0]:
                 setattr(model, name, max(state.pop(name) for state in states))
+        # The first moments as θ is averaged: the head by tasks, each item
+        # row over the workers that moved it (the others never changed it).
+        parts = []
+        for tasks, state, counts in zip(self.tasks, states, steps):
+            m, moved = state.pop("_adam_m"), np.flatnonzero(counts != start)
+            parts.append((tasks, m[: 1 + d], moved, _rows(m, n_items, d, moved), None))
+        _write(model._adam_m, n_items, d, *_average_rounds(parts, d)[:3])
         for name in states[0]:
             setattr(model, name, sum(s * state[name] for s, state in zip(share, states)))
-        d, n_items = self.d, self.n_items
-        # An item row's first moment: the average over the workers that moved it.
-        m_rows = [K.unpack(state["_adam_m"], n_items, d) for state in states]
-        weight = sum(s * (m > 0) for s, m in zip(share, moved))
-        _, m_bi, m_Q = K.unpack(model._adam_m, n_items, d)
-        hit = weight > 0
-        m_bi[hit] = sum(s * (m > 0) * mb for s, m, (_, mb, _) in zip(share, moved, m_rows))[hit] / weight[hit]
-        m_Q[hit] = (sum((s * (m > 0))[:, None] * mq for s, m, (_, _, mq) in zip(share, moved, m_rows))[hit]
-                    / weight[hit, None])
 
     def close(self):
         """Release the actors (their workers drop the shards)."""
