@@ -291,7 +291,17 @@ def test_implicit_top_n_benchmark(tmp_path, monkeypatch, capsys):
     assert not set(row) & set(X_fit[X_fit[:, 0] == user, 1])
     counts = dict(zip(pop.items_, pop.counts_))
     assert all(counts[a] >= counts[b] for a, b in zip(row[:-1], row[1:]))
-    names = ["popularity", implicit_top_n.OURS[0]]
+    # EASE is the ridge regression of each item on the others with a zero
+    # diagonal: off the diagonal, (G + λI)B = G (G = XᵀX), and seen items are
+    # left out.
+    ease = implicit_top_n.EASE(l2=7.0).fit(X_fit)
+    G = (ease.matrix_.T @ ease.matrix_).toarray()
+    stationary = (G + 7.0 * np.eye(len(G))) @ ease.B_ - G
+    assert np.allclose(stationary - np.diag(np.diag(stationary)), 0.0, atol=1e-8)
+    assert np.all(np.diag(ease.B_) == 0.0)
+    row = ease.lists([user], 5)[0]
+    assert len(set(row)) == 5 and not set(row) & set(X_fit[X_fit[:, 0] == user, 1])
+    names = ["popularity", "EASE", implicit_top_n.OURS[0]]
     try:
         import implicit  # noqa: F401
         names.append("implicit ALS")
@@ -442,4 +452,4 @@ def test_onboarding_benchmark_scores_every_strategy(tmp_path, monkeypatch):
     assert sorted((r[1].strip(), int(r[2])) for r in rows) == sorted(
         (s, n) for s in onboarding.STRATEGIES for n in onboarding.NS)
     for r in rows:
-        assert 0 < float(r[3]) < 3 and 0 < float(r[4]) <= 1
+        assert 0 < float(r[3]) < 3 and 0 < float(r[4]) < 3 and 0 < float(r[5]) <= 1
