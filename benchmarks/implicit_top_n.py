@@ -81,6 +81,15 @@ class Popularity:
         return np.array([[i for i in order if i not in self.seen_.get(u, ())][:n] for u in users])
 
 
+def positives_matrix(model, X):
+    """Set ``model``'s ``user_ids_``, ``item_ids_`` and ``matrix_``: the
+    user x item matrix of the positives in X, a repeated pair counted once."""
+    model.user_ids_, u = np.unique(X[:, 0], return_inverse=True)
+    model.item_ids_, i = np.unique(X[:, 1], return_inverse=True)
+    model.matrix_ = sparse.csr_matrix((np.ones(len(u)), (u, i)), shape=(len(model.user_ids_), len(model.item_ids_)))
+    model.matrix_.data[:] = 1.0
+
+
 class ImplicitModel:
     """An ``implicit`` model on the user x item matrix of the positives."""
 
@@ -91,9 +100,7 @@ class ImplicitModel:
         from implicit.als import AlternatingLeastSquares
         from implicit.bpr import BayesianPersonalizedRanking
 
-        self.user_ids_, u = np.unique(X[:, 0], return_inverse=True)
-        self.item_ids_, i = np.unique(X[:, 1], return_inverse=True)
-        self.matrix_ = sparse.csr_matrix((np.ones(len(u)), (u, i)), shape=(len(self.user_ids_), len(self.item_ids_)))
+        positives_matrix(self, X)
         cls = AlternatingLeastSquares if self.kind == "als" else BayesianPersonalizedRanking
         self.model_ = cls(random_state=0, **self.params)
         self.model_.fit(self.matrix_, show_progress=False)
@@ -116,10 +123,7 @@ class EASE:
         self.l2 = l2
 
     def fit(self, X):
-        self.user_ids_, u = np.unique(X[:, 0], return_inverse=True)
-        self.item_ids_, i = np.unique(X[:, 1], return_inverse=True)
-        self.matrix_ = sparse.csr_matrix((np.ones(len(u)), (u, i)), shape=(len(self.user_ids_), len(self.item_ids_)))
-        self.matrix_.data[:] = 1.0  # a repeated pair is one positive
+        positives_matrix(self, X)
         gram = (self.matrix_.T @ self.matrix_).toarray()
         P = np.linalg.inv(gram + self.l2 * np.eye(len(gram)))
         self.B_ = -P / np.diag(P)
